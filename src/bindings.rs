@@ -1,0 +1,82 @@
+//! The `Server` class Python constructs: takes the app, the listening sockets and the settings, and runs the
+//! Rust server. This file and `wsgi/` are the only places where Python and the server meet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::config::ServerConfig;
+use crate::server::listener::Listener;
+use crate::sys::dup_owned;
+use crate::wsgi::call::App;
+use crate::wsgi::consts::PyConsts;
+use crate::wsgi::WsgiHandler;
+
+#[pyclass(frozen, module = "rustwsgi._rustwsgi", name = "Server")]
+pub struct PyServer {
+    inner: crate::server::Server,
+    handler: Arc<WsgiHandler>,
+}
+
+#[pymethods]
+impl PyServer {
+    /// `listeners`: (fd, is_unix, base_environ) for each bound, listening socket; the fd is duplicated.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        listeners: Vec<(i32, bool, Bound<'_, PyDict>)>,
+        config: ServerConfig,
+    ) -> PyResult<Self> {
+        let mut sockets = Vec::with_capacity(listeners.len());
+        let mut templates = Vec::with_capacity(listeners.len());
+        for (fd, is_unix, environ) in listeners {
+            let owned = dup_owned(fd).map_err(|e| PyOSError::new_err(e.to_string()))?;
+            sockets.push(Listener::from_fd(owned, is_unix).map_err(|e| PyOSError::new_err(e.to_string()))?);
+            templates.push(environ.copy()?.unbind());
+        }
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("rustwsgi.error",))?
+            .unbind();
+        let app = App {
+            app,
+            consts: PyConsts::new(py),
+            templates,
+            logger,
+        };
+        let inner =
+            crate::server::Server::new(sockets, config.loop_config()).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(PyServer {
+            inner,
+            handler: Arc::new(WsgiHandler { app }),
+        })
+    }
+
+    /// Starts the server threads and returns.
+    fn start(&self) -> PyResult<()> {
+        self.inner
+            .start(self.handler.clone())
+            .map_err(|e| PyOSError::new_err(e.to_string()))
+    }
+
+    /// Waits up to `timeout` seconds, outside the interpreter; True once the server has stopped.
+    fn wait(&self, py: Python<'_>, timeout: f64) -> bool {
+        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+        py.detach(|| self.inner.wait(timeout))
+    }
+
+    /// Begins shutting down; graceful finishes the requests in progress first.
+    #[pyo3(signature = (graceful=true))]
+    fn shutdown(&self, graceful: bool) {
+        self.inner.shutdown(graceful);
+    }
+
+    /// Open client connections.
+    fn connection_count(&self) -> usize {
+        self.inner.connection_count()
+    }
+}

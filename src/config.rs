@@ -1,0 +1,36 @@
+//! The server settings as they cross from Python: the same names as `rustwsgi.config`, no defaults of their own.
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use crate::http::Limits;
+use crate::server::LoopConfig;
+
+/// Read from the dict the Python side builds from its settings registry.
+#[derive(Debug, Clone, FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct ServerConfig {
+    pub threads: usize,
+    pub keep_alive: f64,
+    pub limit_request_line: usize,
+    pub limit_request_fields: usize,
+    pub limit_request_field_size: usize,
+    pub limit_request_body: u64,
+}
+
+impl ServerConfig {
+    #[must_use]
+    pub fn loop_config(&self) -> LoopConfig {
+        LoopConfig {
+            threads: self.threads.max(1),
+            keep_alive: Duration::from_secs_f64(self.keep_alive.max(0.0)),
+            limits: Limits {
+                request_line: self.limit_request_line,
+                fields: self.limit_request_fields,
+                field_size: self.limit_request_field_size,
+                body: self.limit_request_body,
+            },
+        }
+    }
+}

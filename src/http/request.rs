@@ -1,0 +1,353 @@
+//! Request heads: bytes in, a validated `RequestHead` (offsets into the caller's buffer) or an `HttpError` out.
+//! "Not complete yet" is a normal answer, not an error. Framing rules follow RFC 9112 §2-§7 strictly.
+
+use std::ops::Range;
+
+use super::error::HttpError;
+
+/// Size limits applied while the head is read (all in bytes, except `fields`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_line: usize,
+    pub fields: usize,
+    pub field_size: usize,
+    /// Largest accepted body; 0 means unlimited.
+    pub body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_line: 8190,
+            fields: 100,
+            field_size: 8190,
+            body: 0,
+        }
+    }
+}
+
+/// How the body of a request is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// One header line as offsets into the buffer the head was parsed from.
+#[derive(Debug, Clone)]
+pub struct HeaderRange {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
+
+/// A parsed and validated request head. Ranges index the buffer given to `parse_request`.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: Range<usize>,
+    pub target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<HeaderRange>,
+    /// Length of the head including the blank line; the body starts here.
+    pub head_len: usize,
+    pub body: BodyKind,
+    /// The client asked to keep the connection open (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+/// The outcome of feeding bytes to the parser.
+#[derive(Debug)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Incomplete,
+    Complete(RequestHead),
+}
+
+const MAX_HEADERS_ON_STACK: usize = 128;
+
+/// Parses the request head at the start of `buf`.
+///
+/// # Errors
+/// Any violation of the request syntax, of the framing rules, or of `limits`.
+pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
+    let Some(head_len) = scan_head(buf, limits)? else {
+        return Ok(Parsed::Incomplete);
+    };
+    let head = &buf[..head_len];
+    let mut stack = [httparse::EMPTY_HEADER; MAX_HEADERS_ON_STACK];
+    let mut heap;
+    let slots: &mut [httparse::Header<'_>] = if limits.fields < MAX_HEADERS_ON_STACK {
+        &mut stack[..=limits.fields]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.fields + 1];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(slots);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HttpError::BadRequest("malformed request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderFieldsTooLarge),
+        Err(httparse::Error::Version) => return Err(HttpError::BadRequest("unsupported HTTP version")),
+        Err(httparse::Error::Token) => return Err(HttpError::BadRequest("invalid method")),
+        Err(httparse::Error::HeaderName) => return Err(HttpError::BadRequest("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(HttpError::BadRequest("invalid header value")),
+        Err(_) => return Err(HttpError::BadRequest("malformed request line")),
+    }
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version) else {
+        return Err(HttpError::BadRequest("malformed request line"));
+    };
+    if req.headers.len() > limits.fields {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
+    validate_target(method, target)?;
+
+    let base = buf.as_ptr() as usize;
+    let range_of = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        start..start + part.len()
+    };
+    let mut framing = Framing::default();
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for header in req.headers.iter() {
+        framing.note(header.name, header.value, minor_version)?;
+        headers.push(HeaderRange {
+            name: range_of(header.name.as_bytes()),
+            value: range_of(header.value),
+        });
+    }
+    let body = framing.body_kind(minor_version, limits)?;
+    Ok(Parsed::Complete(RequestHead {
+        method: range_of(method.as_bytes()),
+        target: range_of(target.as_bytes()),
+        minor_version,
+        headers,
+        head_len,
+        body,
+        keep_alive: framing.keep_alive(minor_version),
+        expect_continue: minor_version == 1 && framing.expect_continue && body != BodyKind::Empty,
+    }))
+}
+
+/// Walks the head line by line enforcing the line-ending and size rules httparse leaves open,
+/// and returns the head length once the blank line is there.
+fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
+    let mut line_start = 0;
+    let mut lines = 0usize;
+    let mut seen_request_line = false;
+    loop {
+        let rest = &buf[line_start..];
+        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+            check_line(rest, seen_request_line, limits)?;
+            if rest.ends_with(b"\r") {
+                check_bare_cr(&rest[..rest.len() - 1])?;
+            } else {
+                check_bare_cr(rest)?;
+            }
+            return Ok(None);
+        };
+        // RFC 9112 §2.2: a bare LF or CR is refused rather than guessed at.
+        if lf == 0 || rest[lf - 1] != b'\r' {
+            return Err(HttpError::BadRequest("bare LF in request head"));
+        }
+        let line = &rest[..lf - 1];
+        check_bare_cr(line)?;
+        check_line(line, seen_request_line, limits)?;
+        line_start += lf + 1;
+        if line.is_empty() {
+            if seen_request_line {
+                return Ok(Some(line_start));
+            }
+            // RFC 9112 §2.2: empty lines before the request line are ignored.
+            continue;
+        }
+        if seen_request_line {
+            lines += 1;
+            if lines > limits.fields {
+                return Err(HttpError::HeaderFieldsTooLarge);
+            }
+        }
+        seen_request_line = true;
+    }
+}
+
+fn check_line(line: &[u8], seen_request_line: bool, limits: &Limits) -> Result<(), HttpError> {
+    if !seen_request_line {
+        if line.len() > limits.request_line {
+            return Err(HttpError::UriTooLong);
+        }
+    } else if line.len() > limits.field_size {
+        return Err(HttpError::HeaderFieldsTooLarge);
+    }
+    Ok(())
+}
+
+fn check_bare_cr(line: &[u8]) -> Result<(), HttpError> {
+    if line.contains(&b'\r') {
+        return Err(HttpError::BadRequest("bare CR in request head"));
+    }
+    Ok(())
+}
+
+/// RFC 9112 §3.2: origin-form, absolute-form, authority-form (CONNECT) or asterisk-form (OPTIONS).
+fn validate_target(method: &str, target: &str) -> Result<(), HttpError> {
+    let bytes = target.as_bytes();
+    let ok = match bytes.first() {
+        Some(b'/') => true,
+        Some(b'*') => bytes.len() == 1 && method == "OPTIONS",
+        Some(_) if method == "CONNECT" => !target.contains('/'),
+        Some(_) => {
+            let lower = target.get(..8).map(str::to_ascii_lowercase).unwrap_or_default();
+            lower.starts_with("http://") || lower.starts_with("https://")
+        }
+        None => false,
+    };
+    if ok && !bytes.iter().any(|&b| b < 0x21 || b == 0x7f) {
+        Ok(())
+    } else {
+        Err(HttpError::BadRequest("invalid request target"))
+    }
+}
+
+/// What the framing-relevant headers said, gathered while walking them once.
+#[derive(Default)]
+struct Framing {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    other_coding: bool,
+    hosts: usize,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Framing {
+    fn note(&mut self, name: &str, value: &[u8], minor_version: u8) -> Result<(), HttpError> {
+        if name.eq_ignore_ascii_case("content-length") {
+            if self.content_length.is_some() {
+                return Err(HttpError::BadRequest("duplicate Content-Length"));
+            }
+            self.content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if minor_version == 0 {
+                // RFC 9112 §6.1: a 1.0 message with Transfer-Encoding has faulty framing.
+                return Err(HttpError::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            self.note_transfer_encoding(value)?;
+        } else if name.eq_ignore_ascii_case("host") {
+            self.hosts += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in list_items(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3: chunked must be the final coding and appear once; a coding we cannot decode is 501.
+    fn note_transfer_encoding(&mut self, value: &[u8]) -> Result<(), HttpError> {
+        for coding in value.split(|&b| b == b',') {
+            let coding = trim(coding);
+            if coding.is_empty() {
+                return Err(HttpError::BadRequest("empty transfer coding"));
+            }
+            if self.chunked_last {
+                return Err(HttpError::BadRequest("chunked is not the final transfer coding"));
+            }
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked_last = true;
+            } else if !coding.iter().all(|&b| is_token_byte(b)) {
+                return Err(HttpError::BadRequest("invalid transfer coding"));
+            } else {
+                self.other_coding = true;
+            }
+        }
+        self.transfer_encoding = true;
+        if !self.chunked_last && !self.other_coding {
+            return Err(HttpError::BadRequest("empty Transfer-Encoding"));
+        }
+        Ok(())
+    }
+
+    fn body_kind(&self, minor_version: u8, limits: &Limits) -> Result<BodyKind, HttpError> {
+        if self.hosts > 1 {
+            return Err(HttpError::BadRequest("duplicate Host header"));
+        }
+        if minor_version == 1 && self.hosts == 0 {
+            return Err(HttpError::BadRequest("missing Host header"));
+        }
+        if self.transfer_encoding {
+            if self.content_length.is_some() {
+                // RFC 9112 §6.3 allows "chunked wins, then close"; refusing is the safer reading.
+                return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding"));
+            }
+            // RFC 9112 §6.1: only chunked is implemented; any other coding is 501.
+            if self.other_coding {
+                return Err(HttpError::NotImplemented("unsupported transfer coding"));
+            }
+            return Ok(BodyKind::Chunked);
+        }
+        match self.content_length {
+            Some(len) if limits.body != 0 && len > limits.body => Err(HttpError::PayloadTooLarge),
+            Some(0) | None => Ok(BodyKind::Empty),
+            Some(len) => Ok(BodyKind::Length(len)),
+        }
+    }
+
+    fn keep_alive(&self, minor_version: u8) -> bool {
+        !self.close && (minor_version == 1 || self.keep_alive)
+    }
+}
+
+/// RFC 9110 §8.6: `Content-Length = 1*DIGIT`; signs, spaces inside, lists and overflow are refused.
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let digits = trim(value);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadRequest("invalid Content-Length"));
+    }
+    Ok(digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|item| !item.is_empty())
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// RFC 9110 §5.6.2 tchar.
+#[must_use]
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl RequestHead {
+    /// The method as bytes of `buf`.
+    #[must_use]
+    pub fn method<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.method.clone()]
+    }
+
+    /// The raw request target as bytes of `buf`.
+    #[must_use]
+    pub fn target<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.target.clone()]
+    }
+}

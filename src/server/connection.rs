@@ -1,0 +1,305 @@
+//! One client connection: its socket, its read buffer and who owns it right now.
+//!
+//! Ownership is a lock-free claim: exactly one thread (the poller reading a head, or the worker answering a
+//! request) owns a connection at a time, and only the owner locks `io`, so that lock is never contended.
+//! Readiness that arrives while another thread owns the connection is remembered in `SEEN`, because with
+//! edge-triggered polling that edge will not be reported again.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use mio::net::{TcpStream, UnixStream};
+use parking_lot::Mutex;
+
+const OWNED: u8 = 1;
+const SEEN: u8 = 2;
+
+/// Smallest read buffer; it grows while a head or a buffered body needs more.
+const INITIAL_BUFFER: usize = 4096;
+
+/// A connected socket.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    #[must_use]
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn shutdown_write(&self) {
+        // The peer may already be gone; nothing to do about it.
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Who is on the other end.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Ip(SocketAddr),
+    Unix,
+}
+
+/// The socket and buffered bytes of a connection; only its owner touches it.
+#[derive(Debug)]
+pub struct ConnIo {
+    /// `None` once the connection is closed.
+    pub stream: Option<Stream>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The last read proved the socket empty; without a new edge there is nothing more to read.
+    pub drained: bool,
+    /// A `100 Continue` was already sent for the request being read.
+    pub continue_sent: bool,
+    /// Our side is shut down; remaining input is read and dropped until the peer closes.
+    pub closing: bool,
+}
+
+/// Result of one read attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// New bytes arrived; `drained` says whether the socket is now empty.
+    Data {
+        drained: bool,
+    },
+    WouldBlock,
+    Eof,
+}
+
+impl ConnIo {
+    /// The received bytes not consumed yet.
+    #[must_use]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks `n` buffered bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads once from the socket into the buffer, growing it up to `max` buffered bytes.
+    ///
+    /// # Errors
+    /// Socket errors other than `WouldBlock` and `Interrupted`.
+    pub fn read_more(&mut self, max: usize) -> io::Result<ReadStatus> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(ReadStatus::Eof);
+        };
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = (self.buf.len() * 2).clamp(INITIAL_BUFFER, max.max(INITIAL_BUFFER));
+                if grown <= self.buf.len() {
+                    return Err(io::Error::new(io::ErrorKind::OutOfMemory, "read buffer limit"));
+                }
+                self.buf.resize(grown, 0);
+            }
+        }
+        let space = self.buf.len() - self.end;
+        loop {
+            match stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(ReadStatus::Eof),
+                Ok(n) => {
+                    self.end += n;
+                    // A short read on a stream socket means the kernel queue is empty (safe with edge triggering).
+                    self.drained = n < space;
+                    return Ok(ReadStatus::Data { drained: self.drained });
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Ok(ReadStatus::WouldBlock);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes all of `bufs`, calling `wait(fd)` whenever the socket is full.
+    ///
+    /// # Errors
+    /// Socket errors, a closed connection, or an error from `wait` (such as a timeout).
+    pub fn write_all_vectored(
+        &mut self,
+        bufs: &mut [IoSlice<'_>],
+        wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut bufs = bufs;
+        IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            match stream.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(stream.raw_fd())?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Best-effort write of a small response that must not block (errors from the server itself).
+    pub fn write_nonblocking(&mut self, bytes: &[u8]) {
+        if let Some(stream) = self.stream.as_mut() {
+            // Nothing more can be done for a client that does not take a small error response.
+            let _ = stream.write(bytes);
+        }
+    }
+
+    /// Stops sending and starts discarding input until the peer closes (avoids a reset that could destroy the
+    /// response still in flight, RFC 9112 §9.6).
+    pub fn begin_close(&mut self) {
+        if let Some(stream) = &self.stream {
+            stream.shutdown_write();
+        }
+        self.closing = true;
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Reads and drops whatever arrived; true once the peer has closed or failed.
+    pub fn discard_input(&mut self) -> bool {
+        let Some(stream) = self.stream.as_mut() else {
+            return true;
+        };
+        let mut scratch = [0u8; 4096];
+        loop {
+            match stream.read(&mut scratch) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// A connection as shared between the poller and the workers.
+#[derive(Debug)]
+pub struct Conn {
+    pub token: usize,
+    /// Index of the listener it came from (selects the environ template).
+    pub listener: usize,
+    pub peer: Peer,
+    pub io: Mutex<ConnIo>,
+    state: AtomicU8,
+    /// Coarse clock second of the last activity, for idle and read timeouts.
+    last_active: AtomicU64,
+}
+
+impl Conn {
+    /// A new connection, owned by nobody until its first readiness event.
+    #[must_use]
+    pub fn new(token: usize, listener: usize, peer: Peer, stream: Stream, now: u64) -> Self {
+        Conn {
+            token,
+            listener,
+            peer,
+            io: Mutex::new(ConnIo {
+                stream: Some(stream),
+                buf: vec![0; INITIAL_BUFFER],
+                start: 0,
+                end: 0,
+                drained: false,
+                continue_sent: false,
+                closing: false,
+            }),
+            state: AtomicU8::new(0),
+            last_active: AtomicU64::new(now),
+        }
+    }
+
+    /// Records readiness; true if the caller now owns the connection and must drive it.
+    pub fn notify(&self) -> bool {
+        self.state.fetch_or(SEEN | OWNED, Ordering::AcqRel) & OWNED == 0
+    }
+
+    /// Claims an idle connection (for timers); false if someone else owns it.
+    pub fn try_claim(&self) -> bool {
+        self.state
+            .compare_exchange(0, OWNED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The owner takes the remembered readiness: true if an edge arrived since the last call.
+    pub fn take_seen(&self) -> bool {
+        self.state.fetch_and(!SEEN, Ordering::AcqRel) & SEEN != 0
+    }
+
+    /// The owner gives the connection up; false if readiness arrived meanwhile, in which case the caller still
+    /// owns it and must read again.
+    pub fn release(&self) -> bool {
+        self.state
+            .compare_exchange(OWNED, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub fn touch(&self, now: u64) {
+        self.last_active.store(now, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn last_active(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,591 @@
+//! The event loop and its threads: run-to-completion with lazy takeover.
+//!
+//! A process has T identical threads sharing one mio `Poll`. Whoever holds the poll lock waits for events,
+//! accepts, reads and parses (never touching Python), queues complete requests and then answers them itself:
+//! no hand-off between threads on the common path. Threads that find nothing to do sleep; one of them (the
+//! watcher) wakes every millisecond while a request is in the application, and if nothing has completed since
+//! its last look while work is waiting, it takes over polling, so an application blocked on I/O does not stall
+//! the other connections.
+
+#![forbid(unsafe_code)]
+
+pub mod connection;
+pub mod handler;
+pub mod listener;
+pub mod slab;
+
+use std::collections::VecDeque;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::{Condvar, Mutex};
+
+use crate::http::body::decode_complete;
+use crate::http::response::{encode_error, CONTINUE};
+use crate::http::{parse_request, BodyDecoder, BodyKind, HttpError, Limits, Parsed};
+
+use connection::{Conn, ConnIo, ReadStatus};
+pub use handler::{Body, Control, Exchange, Handler, Outcome, Worker};
+use listener::Listener;
+use slab::Slab;
+
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX / 2;
+/// How long the watcher lets a request run before it considers the poller stalled.
+const STALL: Duration = Duration::from_millis(1);
+/// Idle watcher ticks before the watcher stops ticking until the next request enters the application.
+const IDLE_TICKS: u32 = 50;
+/// Bodies up to this size are read completely before the application runs (slow uploads hold no app thread).
+pub const BUFFER_BODY: usize = 64 * 1024;
+/// How long a closing connection may take to send its FIN before it is dropped.
+const LINGER_SECS: u64 = 2;
+/// A client must finish its request head within this time.
+const HEAD_TIMEOUT_SECS: u64 = 30;
+
+/// Settings the loop needs; the WSGI layer converts the Python config into this.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub threads: usize,
+    pub keep_alive: Duration,
+    pub limits: Limits,
+}
+
+/// A running server: threads, poll, connections.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct PollState {
+    poll: Poll,
+    events: Events,
+    listeners: Vec<Listener>,
+    /// Clock second of the last timeout scan.
+    last_scan: u64,
+}
+
+struct Shared {
+    config: LoopConfig,
+    poll: Mutex<PollState>,
+    registry: mio::Registry,
+    waker: Waker,
+    conns: Slab,
+    queue: Mutex<VecDeque<Exchange>>,
+    draining: AtomicBool,
+    stopped: AtomicBool,
+    /// Set by `shutdown(false)`: stop at once, without finishing requests.
+    aborted: AtomicBool,
+    in_app: AtomicUsize,
+    completed: AtomicU64,
+    idle: Mutex<Idle>,
+    watcher_deep: AtomicBool,
+    /// The watcher waits here.
+    watch_cv: Condvar,
+    /// Other idle threads wait here.
+    spare_cv: Condvar,
+    /// Signalled when the last thread exits.
+    done_cv: Condvar,
+    clock: Instant,
+}
+
+#[derive(Default)]
+struct Idle {
+    watcher: bool,
+    /// The watcher is in its long sleep and needs a wake-up when a request enters the application
+    /// (mirrored in `Shared::watcher_deep` so the hot path can check it without the lock).
+    watcher_deep: bool,
+    spares: usize,
+    running_threads: usize,
+}
+
+impl Server {
+    /// Takes over the listening sockets and prepares the poll; no thread runs until `start`.
+    ///
+    /// # Errors
+    /// Poll creation or registration failures.
+    pub fn new(mut listeners: Vec<Listener>, config: LoopConfig) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            registry.register(listener.source(), Token(LISTENER_BASE + i), Interest::READABLE)?;
+        }
+        let waker = Waker::new(&registry, WAKER)?;
+        let shared = Arc::new(Shared {
+            config,
+            poll: Mutex::new(PollState {
+                poll,
+                events: Events::with_capacity(256),
+                listeners,
+                last_scan: 0,
+            }),
+            registry,
+            waker,
+            conns: Slab::default(),
+            queue: Mutex::new(VecDeque::new()),
+            draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+            in_app: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            idle: Mutex::new(Idle::default()),
+            watcher_deep: AtomicBool::new(false),
+            watch_cv: Condvar::new(),
+            spare_cv: Condvar::new(),
+            done_cv: Condvar::new(),
+            clock: Instant::now(),
+        });
+        Ok(Server {
+            shared,
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts the server threads.
+    ///
+    /// # Errors
+    /// Thread creation failures.
+    pub fn start(&self, handler: Arc<dyn Handler>) -> io::Result<()> {
+        let mut threads = self.threads.lock();
+        for i in 0..self.shared.config.threads.max(1) {
+            let shared = self.shared.clone();
+            let handler = handler.clone();
+            shared.idle.lock().running_threads += 1;
+            let spawned = std::thread::Builder::new()
+                .name(format!("rustwsgi-{i}"))
+                .spawn(move || {
+                    handler.thread_scope(&mut |worker| shared.thread_main(worker));
+                    shared.thread_exited();
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    self.shared.idle.lock().running_threads -= 1;
+                    self.shutdown(false);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins stopping. Graceful: stop accepting, close idle connections, finish the requests in progress.
+    /// Thread-safe and non-blocking.
+    pub fn shutdown(&self, graceful: bool) {
+        if !graceful {
+            self.shared.aborted.store(true, Ordering::SeqCst);
+        }
+        self.shared.draining.store(true, Ordering::SeqCst);
+        // A failed wake only delays shutdown until the next poll timeout.
+        let _ = self.shared.waker.wake();
+        self.shared.wake_all();
+    }
+
+    /// Waits up to `timeout` for every thread to exit; true once they all have. `block` runs the wait.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut idle = self.shared.idle.lock();
+        while idle.running_threads > 0 {
+            if self.shared.done_cv.wait_until(&mut idle, deadline).timed_out() {
+                return idle.running_threads == 0;
+            }
+        }
+        drop(idle);
+        for handle in self.threads.lock().drain(..) {
+            // A thread that panicked outside a request has already been reported by the panic hook.
+            let _ = handle.join();
+        }
+        true
+    }
+
+    /// Open connections right now.
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.shared.conns.len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown(false);
+    }
+}
+
+impl Control for Shared {
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+enum Drive {
+    /// A request is ready; the caller still owns the connection.
+    Request(Exchange),
+    /// The connection was released or closed.
+    Done,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_secs()
+    }
+
+    fn thread_main(&self, worker: &dyn Worker) {
+        loop {
+            if self.stopped.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire) {
+                return;
+            }
+            let job = self.queue.lock().pop_front();
+            if let Some(exchange) = job {
+                self.run(exchange, worker);
+                continue;
+            }
+            if let Some(mut state) = self.poll.try_lock() {
+                let state: &mut PollState = &mut state;
+                worker.blocking(&mut || self.poll_once(state));
+                continue;
+            }
+            worker.blocking(&mut || self.sleep());
+        }
+    }
+
+    fn thread_exited(&self) {
+        let mut idle = self.idle.lock();
+        idle.running_threads -= 1;
+        if idle.running_threads == 0 {
+            self.done_cv.notify_all();
+        }
+    }
+
+    fn wake_all(&self) {
+        let _guard = self.idle.lock();
+        self.watch_cv.notify_all();
+        self.spare_cv.notify_all();
+    }
+
+    /// Idle wait: become the watcher if there is none, else sleep until promoted.
+    fn sleep(&self) {
+        let mut idle = self.idle.lock();
+        if self.stopping() || !self.queue.lock().is_empty() {
+            return;
+        }
+        if idle.watcher {
+            idle.spares += 1;
+            self.spare_cv.wait_for(&mut idle, Duration::from_secs(1));
+            idle.spares -= 1;
+            return;
+        }
+        idle.watcher = true;
+        let mut last = self.completed.load(Ordering::Acquire);
+        let mut quiet_ticks = 0;
+        loop {
+            if idle.watcher_deep {
+                // SeqCst pairs with `enter_app`: either it sees the flag and notifies, or this sees its count.
+                if self.in_app.load(Ordering::SeqCst) == 0 {
+                    self.watch_cv.wait_for(&mut idle, Duration::from_secs(1));
+                }
+                idle.watcher_deep = false;
+                self.watcher_deep.store(false, Ordering::Release);
+                quiet_ticks = 0;
+            } else {
+                self.watch_cv.wait_for(&mut idle, STALL);
+            }
+            if self.stopping() {
+                break;
+            }
+            let now = self.completed.load(Ordering::Acquire);
+            let in_app = self.in_app.load(Ordering::Acquire);
+            let work_waiting = !self.queue.lock().is_empty() || !self.poll.is_locked();
+            if now == last && in_app > 0 && work_waiting {
+                break;
+            }
+            if now == last && in_app == 0 {
+                quiet_ticks += 1;
+                if quiet_ticks >= IDLE_TICKS {
+                    idle.watcher_deep = true;
+                    self.watcher_deep.store(true, Ordering::SeqCst);
+                }
+            } else {
+                quiet_ticks = 0;
+            }
+            last = now;
+        }
+        // Taking over: hand the watch to a spare thread.
+        idle.watcher = false;
+        idle.watcher_deep = false;
+        self.watcher_deep.store(false, Ordering::Release);
+        if idle.spares > 0 {
+            self.spare_cv.notify_one();
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire)
+    }
+
+    fn poll_once(&self, state: &mut PollState) {
+        let PollState {
+            poll,
+            events,
+            listeners,
+            last_scan,
+        } = state;
+        if let Err(e) = poll.poll(events, Some(Duration::from_secs(1))) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return;
+        }
+        let mut accept_from = Vec::new();
+        for event in events.iter() {
+            match event.token() {
+                WAKER => {}
+                Token(t) if t >= LISTENER_BASE => accept_from.push(t - LISTENER_BASE),
+                Token(t) => {
+                    if let Some(conn) = self.conns.get(t) {
+                        if conn.notify() {
+                            self.drive_and_queue(&conn);
+                        }
+                    }
+                }
+            }
+        }
+        for index in accept_from {
+            self.accept(listeners, index);
+        }
+        if self.draining.load(Ordering::Acquire) {
+            self.drain_step(listeners);
+        } else if self.now() != *last_scan {
+            *last_scan = self.now();
+            self.expire_idle();
+        }
+    }
+
+    fn accept(&self, listeners: &[Listener], index: usize) {
+        let Some(listener) = listeners.get(index) else { return };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let now = self.now();
+                    let conn = self.conns.insert(|token| {
+                        let registered = self
+                            .registry
+                            .register(stream.source(), Token(token), Interest::READABLE);
+                        let conn = Conn::new(token, index, peer, stream, now);
+                        if registered.is_err() {
+                            conn.io.lock().stream = None;
+                        }
+                        conn
+                    });
+                    if conn.io.lock().stream.is_none() {
+                        self.conns.remove(&conn);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Out of descriptors or a connection reset before accept: try again on the next event.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Once draining: stop listening, close idle connections, and stop when none is left.
+    fn drain_step(&self, listeners: &mut Vec<Listener>) {
+        for mut listener in listeners.drain(..) {
+            // The socket is closed right after; deregistering only keeps epoll tidy.
+            let _ = self.registry.deregister(listener.source());
+        }
+        let aborted = self.aborted.load(Ordering::Acquire);
+        for conn in self.conns.all() {
+            if aborted || conn.try_claim() {
+                let mut io = conn.io.lock();
+                if aborted || io.data().is_empty() || io.closing {
+                    self.close(&conn, &mut io);
+                } else {
+                    drop(io);
+                    // A partial request: let it finish within the head timeout.
+                    conn.release();
+                }
+            }
+        }
+        if self.conns.is_empty() && self.queue.lock().is_empty() {
+            self.stopped.store(true, Ordering::Release);
+            self.wake_all();
+        }
+    }
+
+    /// Closes connections idle past keep-alive, heads that take too long, and lingering closes.
+    fn expire_idle(&self) {
+        let now = self.now();
+        let keep_alive = self.config.keep_alive.as_secs();
+        for conn in self.conns.all() {
+            let age = now.saturating_sub(conn.last_active());
+            if age < keep_alive.min(LINGER_SECS) {
+                continue;
+            }
+            if !conn.try_claim() {
+                continue;
+            }
+            let mut io = conn.io.lock();
+            let expired = if io.closing {
+                age >= LINGER_SECS
+            } else if io.data().is_empty() {
+                age >= keep_alive
+            } else {
+                age >= HEAD_TIMEOUT_SECS
+            };
+            if expired {
+                self.close(&conn, &mut io);
+            } else {
+                drop(io);
+                if !conn.release() {
+                    self.drive_and_queue(&conn);
+                }
+            }
+        }
+    }
+
+    fn close(&self, conn: &Conn, io: &mut ConnIo) {
+        io.stream = None;
+        self.conns.remove(conn);
+    }
+
+    fn drive_and_queue(&self, conn: &Arc<Conn>) {
+        if let Drive::Request(exchange) = self.drive(conn) {
+            self.queue.lock().push_back(exchange);
+        }
+    }
+
+    /// Reads and parses on an owned connection until a request is ready, or releases it.
+    fn drive(&self, conn: &Arc<Conn>) -> Drive {
+        let mut io = conn.io.lock();
+        loop {
+            if conn.take_seen() {
+                io.drained = false;
+            }
+            if io.closing {
+                if io.discard_input() {
+                    self.close(conn, &mut io);
+                    return Drive::Done;
+                }
+                io.drained = true;
+            } else if !io.data().is_empty() {
+                match self.parse(conn, &mut io) {
+                    Ok(Some(exchange)) => return Drive::Request(exchange),
+                    Ok(None) => {}
+                    Err(err) => {
+                        io.write_nonblocking(&encode_error(err));
+                        io.begin_close();
+                        conn.touch(self.now());
+                        continue;
+                    }
+                }
+            }
+            if io.drained {
+                drop(io);
+                if conn.release() {
+                    return Drive::Done;
+                }
+                io = conn.io.lock();
+                continue;
+            }
+            let max = self.max_buffer();
+            match io.read_more(max) {
+                Ok(ReadStatus::Data { .. }) => conn.touch(self.now()),
+                Ok(ReadStatus::WouldBlock) => {}
+                Ok(ReadStatus::Eof) | Err(_) => {
+                    self.close(conn, &mut io);
+                    return Drive::Done;
+                }
+            }
+        }
+    }
+
+    /// Largest number of bytes a connection may buffer: a maximal head plus a buffered body.
+    fn max_buffer(&self) -> usize {
+        let limits = &self.config.limits;
+        limits.request_line + limits.fields * (limits.field_size + 2) + BUFFER_BODY + 4096
+    }
+
+    /// Tries to turn the buffered bytes into a request ready to run.
+    fn parse(&self, conn: &Arc<Conn>, io: &mut ConnIo) -> Result<Option<Exchange>, HttpError> {
+        let limits = &self.config.limits;
+        let head = match parse_request(io.data(), limits)? {
+            Parsed::Incomplete => return Ok(None),
+            Parsed::Complete(head) => head,
+        };
+        let head_len = head.head_len;
+        let (body, consumed) = match head.body {
+            BodyKind::Empty => (Body::Empty, head_len),
+            kind => match decode_complete(kind, limits.body, &io.data()[head_len..])? {
+                Some((bytes, used)) => (Body::Buffered(bytes), head_len + used),
+                None => {
+                    let buffered = io.data().len() - head_len;
+                    let small = match kind {
+                        BodyKind::Length(len) => len <= BUFFER_BODY as u64,
+                        _ => buffered <= BUFFER_BODY,
+                    };
+                    if head.expect_continue && !io.continue_sent {
+                        io.continue_sent = true;
+                        io.write_nonblocking(CONTINUE);
+                    }
+                    if small {
+                        return Ok(None);
+                    }
+                    (Body::Streaming(BodyDecoder::new(kind, limits.body)), head_len)
+                }
+            },
+        };
+        io.continue_sent = false;
+        Ok(Some(Exchange {
+            conn: conn.clone(),
+            head,
+            consumed,
+            body,
+        }))
+    }
+
+    /// Answers one request and then keeps serving its connection while requests are already buffered.
+    fn run(&self, mut exchange: Exchange, worker: &dyn Worker) {
+        loop {
+            self.enter_app();
+            let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
+            self.in_app.fetch_sub(1, Ordering::AcqRel);
+            self.completed.fetch_add(1, Ordering::AcqRel);
+            let outcome = outcome.unwrap_or_else(|_| {
+                let _ = catch_unwind(AssertUnwindSafe(|| worker.on_panic(&mut exchange)));
+                Outcome::Close
+            });
+            let conn = exchange.conn;
+            conn.touch(self.now());
+            if self.draining.load(Ordering::Acquire) {
+                // Let the poller notice promptly that this connection is done.
+                let _ = self.waker.wake();
+            }
+            if outcome == Outcome::Close || self.aborted.load(Ordering::Acquire) {
+                let mut io = conn.io.lock();
+                io.begin_close();
+                drop(io);
+                if !conn.release() {
+                    self.drive_and_queue(&conn);
+                }
+                return;
+            }
+            match self.drive(&conn) {
+                Drive::Request(next) => exchange = next,
+                Drive::Done => return,
+            }
+        }
+    }
+
+    fn enter_app(&self) {
+        self.in_app.fetch_add(1, Ordering::SeqCst);
+        if self.watcher_deep.load(Ordering::SeqCst) {
+            let _idle = self.idle.lock();
+            self.watch_cv.notify_one();
+        }
+    }
+}

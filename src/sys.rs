@@ -1,0 +1,71 @@
+//! The few raw system calls the standard library and mio do not offer: waiting on one descriptor, and sendfile.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// Blocks until `fd` is readable (or writable) or `timeout` passes.
+///
+/// # Errors
+/// `TimedOut` when the deadline passes, and poll failures.
+pub fn wait_fd(fd: RawFd, writable: bool, timeout: Duration) -> io::Result<()> {
+    let events = if writable { libc::POLLOUT } else { libc::POLLIN };
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
+        let n = unsafe { libc::poll(&raw mut pfd, 1, millis) };
+        match n {
+            0 => return Err(io::Error::new(io::ErrorKind::TimedOut, "socket wait timed out")),
+            n if n > 0 => return Ok(()),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// Copies up to `count` bytes from file `in_fd` at `*offset` to socket `out_fd`, advancing `*offset`.
+///
+/// # Errors
+/// As sendfile(2), including `WouldBlock` for a full non-blocking socket.
+pub fn sendfile(out_fd: RawFd, in_fd: RawFd, offset: &mut u64, count: usize) -> io::Result<usize> {
+    let mut off = libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: both descriptors are open for the duration of the call and `off` is a valid off_t.
+    let n = unsafe { libc::sendfile(out_fd, in_fd, &raw mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *offset = u64::try_from(off).unwrap_or(*offset);
+    Ok(n.unsigned_abs())
+}
+
+/// Size of a regular file, or `None` for anything else (pipes, sockets, devices).
+#[must_use]
+pub fn regular_file_size(fd: RawFd) -> Option<u64> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid writable memory for one stat struct.
+    if unsafe { libc::fstat(fd, &raw mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    u64::try_from(st.st_size).ok()
+}
+
+/// Duplicates a descriptor so the caller owns its copy.
+///
+/// # Errors
+/// As dup(2).
+pub fn dup_owned(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_DUPFD_CLOEXEC on any integer is memory-safe; failure is reported as -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a freshly duplicated descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}

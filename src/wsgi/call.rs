@@ -1,0 +1,267 @@
+//! One request through the application: build environ, call the app, send what it returns, call `close()`
+//! exactly once, and turn every failure into a 500 (or an aborted connection once the head has left).
+
+use std::io;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::http::response::encode_simple;
+use crate::http::BodyKind;
+use crate::server::connection::Conn;
+use crate::server::{Body, Control, Exchange, Outcome};
+use crate::sys::regular_file_size;
+
+use super::consts::PyConsts;
+use super::environ::build_environ;
+use super::file_wrapper::FileWrapper;
+use super::input::Input;
+use super::start_response::{RequestMeta, SendError, StartResponse};
+
+/// Everything Python-side a worker needs, created once per server.
+pub struct App {
+    pub app: Py<PyAny>,
+    pub consts: PyConsts,
+    /// The constant part of environ, one per listener.
+    pub templates: Vec<Py<PyDict>>,
+    /// `logging.getLogger("rustwsgi.error")`.
+    pub logger: Py<PyAny>,
+}
+
+/// Why a response failed.
+enum Failure {
+    /// The app (or its iterable) raised.
+    Raised(PyErr),
+    /// The app broke the WSGI contract; the message says how.
+    Contract(String),
+    /// The client went away or stopped reading.
+    Io(io::Error),
+}
+
+impl From<SendError> for Failure {
+    fn from(err: SendError) -> Self {
+        match err {
+            SendError::NoStatus => {
+                Failure::Contract("the application returned body data without calling start_response()".into())
+            }
+            SendError::Io(e) => Failure::Io(e),
+        }
+    }
+}
+
+impl From<PyErr> for Failure {
+    fn from(err: PyErr) -> Self {
+        Failure::Raised(err)
+    }
+}
+
+impl App {
+    /// Answers one request. Never raises: failures are logged and answered here.
+    pub fn serve(&self, py: Python<'_>, exchange: &mut Exchange, control: &dyn Control) -> Outcome {
+        let conn = exchange.conn.clone();
+        let body = std::mem::replace(&mut exchange.body, Body::Empty);
+        let decoded_len = match (&body, exchange.head.body) {
+            (Body::Buffered(bytes), BodyKind::Chunked) => Some(bytes.len() as u64),
+            _ => None,
+        };
+        let (environ, is_head) = {
+            let mut io = conn.io.lock();
+            let buf = io.data();
+            let is_head = exchange.head.method(buf) == b"HEAD";
+            let Some(template) = self.templates.get(conn.listener) else {
+                return Outcome::Close;
+            };
+            let environ = build_environ(
+                py,
+                &self.consts,
+                template.bind(py),
+                &exchange.head,
+                buf,
+                &conn.peer,
+                decoded_len,
+            );
+            io.consume(exchange.consumed);
+            (environ, is_head)
+        };
+        let input = match body {
+            Body::Empty => Input::buffered(Vec::new()),
+            Body::Buffered(bytes) => Input::buffered(bytes),
+            Body::Streaming(decoder) => Input::streaming(conn.clone(), decoder),
+        };
+        let meta = RequestMeta {
+            minor_version: exchange.head.minor_version,
+            is_head,
+            keep_alive: exchange.head.keep_alive && !control.draining(),
+        };
+        let prepared = environ.and_then(|environ| {
+            let input = Py::new(py, input)?;
+            environ.set_item(self.consts.wsgi_input.bind(py), &input)?;
+            let start_response = Bound::new(py, StartResponse::new(conn.clone(), meta, input.clone_ref(py)))?;
+            Ok((environ, input, start_response))
+        });
+        let (environ, input, start_response) = match prepared {
+            Ok(parts) => parts,
+            Err(err) => {
+                self.log_failure(py, None, &Failure::Raised(err));
+                send_500(&conn, meta.minor_version);
+                return Outcome::Close;
+            }
+        };
+        let result = match self.app.bind(py).call1((&environ, &start_response)) {
+            Ok(result) => {
+                let sent = respond(py, start_response.get(), &result);
+                let closed = close_iterable(&result);
+                sent.and_then(|keep| closed.map(|()| keep))
+            }
+            Err(err) => Err(Failure::Raised(err)),
+        };
+        input.get().retire();
+        match result {
+            Ok(true) => Outcome::KeepAlive,
+            Ok(false) => Outcome::Close,
+            Err(failure) => {
+                self.log_failure(py, Some(&environ), &failure);
+                if !matches!(failure, Failure::Io(_)) && !start_response.get().headers_sent() {
+                    send_500(&conn, meta.minor_version);
+                }
+                Outcome::Close
+            }
+        }
+    }
+
+    fn log_failure(&self, py: Python<'_>, environ: Option<&Bound<'_, PyDict>>, failure: &Failure) {
+        let request = environ.map_or_else(String::new, |env| describe_request(env));
+        let logger = self.logger.bind(py);
+        let logged = match failure {
+            Failure::Raised(err) => {
+                let kwargs = PyDict::new(py);
+                kwargs
+                    .set_item("exc_info", err.value(py))
+                    .and_then(|()| logger.call_method("error", ("Error handling request %s", request), Some(&kwargs)))
+            }
+            Failure::Contract(message) => logger.call_method1("error", ("%s (request %s)", message, request)),
+            Failure::Io(err) => {
+                logger.call_method1("debug", ("Connection lost during %s: %s", request, err.to_string()))
+            }
+        };
+        if let Err(err) = logged {
+            // The logging system itself failed: fall back to stderr so the failure is not lost.
+            err.print(py);
+        }
+    }
+}
+
+fn describe_request(environ: &Bound<'_, PyDict>) -> String {
+    let get = |key: &str| {
+        environ
+            .get_item(key)
+            .ok()
+            .flatten()
+            .and_then(|v| v.extract::<String>().ok())
+            .unwrap_or_default()
+    };
+    let query = get("QUERY_STRING");
+    let target = if query.is_empty() {
+        get("PATH_INFO")
+    } else {
+        format!("{}?{query}", get("PATH_INFO"))
+    };
+    format!("{} {target}", get("REQUEST_METHOD"))
+}
+
+fn send_500(conn: &Arc<Conn>, minor_version: u8) {
+    let response = encode_simple(
+        minor_version,
+        b"500 Internal Server Error",
+        b"Internal Server Error",
+        false,
+    );
+    conn.io.lock().write_nonblocking(&response);
+}
+
+/// Sends the app's iterable; returns whether the connection may be kept.
+fn respond(py: Python<'_>, start_response: &StartResponse, result: &Bound<'_, PyAny>) -> Result<bool, Failure> {
+    // Fast path: a list or tuple is known whole, so it leaves in one write with a computed length.
+    let items = if let Ok(list) = result.cast_exact::<PyList>() {
+        Some(list.iter().collect::<Vec<_>>())
+    } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+        Some(tuple.iter().collect::<Vec<_>>())
+    } else {
+        None
+    };
+    if let Some(items) = items {
+        let chunks = items.iter().map(as_bytes).collect::<Result<Vec<_>, _>>()?;
+        let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
+        start_response.send(py, &slices, true)?;
+        return Ok(start_response.finish(py)?);
+    }
+    if let Ok(wrapper) = result.cast_exact::<FileWrapper>() {
+        if let Some(sent) = send_file(py, start_response, wrapper.get()) {
+            return sent;
+        }
+    }
+    if result.is_instance_of::<PyString>() || result.is_instance_of::<PyBytes>() {
+        return Err(Failure::Contract(format!(
+            "the application returned a {} instead of an iterable of bytes (wrap it in a list: [body])",
+            if result.is_instance_of::<PyString>() {
+                "str"
+            } else {
+                "bytes object"
+            }
+        )));
+    }
+    for item in result.try_iter()? {
+        let item = item?;
+        let chunk = as_bytes(&item)?;
+        if chunk.as_bytes().is_empty() {
+            continue;
+        }
+        // PEP 3333: stop once the app's Content-Length is satisfied.
+        if start_response.send(py, &[chunk.as_bytes()], false)? {
+            break;
+        }
+    }
+    Ok(start_response.finish(py)?)
+}
+
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyBytes>, Failure> {
+    item.cast::<PyBytes>().map_err(|_| {
+        let kind = if item.is_instance_of::<PyString>() {
+            "str".to_string()
+        } else {
+            item.get_type()
+                .name()
+                .map_or_else(|_| "non-bytes".into(), |n| n.to_string())
+        };
+        Failure::Contract(format!(
+            "the application returned a {kind} body chunk, not bytes (WSGI bodies are bytes: encode str with .encode())"
+        ))
+    })
+}
+
+/// sendfile(2) for a file wrapper around a regular file; `None` means "iterate it instead".
+fn send_file(py: Python<'_>, start_response: &StartResponse, wrapper: &FileWrapper) -> Option<Result<bool, Failure>> {
+    let file = wrapper.filelike.bind(py);
+    let fd: i32 = file.call_method0("fileno").ok()?.extract().ok()?;
+    let size = regular_file_size(fd)?;
+    let offset: u64 = file.call_method0("tell").ok()?.extract().ok()?;
+    let length = size.saturating_sub(offset);
+    Some(
+        start_response
+            .send_file(py, fd, offset, length)
+            .map_err(Failure::from)
+            .and_then(|_| start_response.finish(py).map_err(Failure::from)),
+    )
+}
+
+/// Calls the iterable's `close()` if it has one (PEP 3333: exactly once, whatever happened).
+fn close_iterable(result: &Bound<'_, PyAny>) -> Result<(), Failure> {
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
+    if let Some(close) = result.getattr_opt(pyo3::intern!(result.py(), "close"))? {
+        close.call0()?;
+    }
+    Ok(())
+}

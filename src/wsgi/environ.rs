@@ -1,0 +1,224 @@
+//! The per-request environ: a copy of the listener's constant template plus the request's own keys
+//! (PEP 3333 §"environ Variables"). Every value set here is a `str`.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::http::request::{HeaderRange, RequestHead};
+use crate::server::connection::Peer;
+
+use super::consts::PyConsts;
+
+/// Builds the environ for `head`, whose ranges index `buf`. `content_length` overrides the header (set for
+/// bodies the server decoded itself, such as buffered chunked ones).
+///
+/// # Errors
+/// Python allocation failures.
+pub fn build_environ<'py>(
+    py: Python<'py>,
+    consts: &PyConsts,
+    template: &Bound<'py, PyDict>,
+    head: &RequestHead,
+    buf: &[u8],
+    peer: &Peer,
+    content_length: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let environ = template.copy()?;
+    let method = head.method(buf);
+    match consts.methods.iter().find(|(m, _)| m.as_bytes() == method) {
+        Some((_, interned)) => environ.set_item(consts.request_method.bind(py), interned.bind(py))?,
+        None => environ.set_item(consts.request_method.bind(py), latin1(py, method)?)?,
+    }
+    let (path, query) = split_target(head.target(buf));
+    environ.set_item(consts.path_info.bind(py), latin1(py, &percent_decode(path))?)?;
+    environ.set_item(consts.query_string.bind(py), latin1(py, query)?)?;
+    let protocol = if head.minor_version == 0 {
+        &consts.http_10
+    } else {
+        &consts.http_11
+    };
+    environ.set_item(consts.server_protocol.bind(py), protocol.bind(py))?;
+    match peer {
+        Peer::Ip(addr) => {
+            environ.set_item(consts.remote_addr.bind(py), addr.ip().to_string())?;
+            environ.set_item(consts.remote_port.bind(py), addr.port().to_string())?;
+        }
+        Peer::Unix => {
+            environ.set_item(consts.remote_addr.bind(py), consts.empty.bind(py))?;
+            environ.set_item(consts.remote_port.bind(py), consts.empty.bind(py))?;
+        }
+    }
+    for (i, header) in head.headers.iter().enumerate() {
+        let name = &buf[header.name.clone()];
+        // Names with `_` are dropped: they would collide with the `-` form and let a client spoof a header
+        // such as X-Auth-User that a proxy in front sets.
+        if name.contains(&b'_') {
+            continue;
+        }
+        let value = trim(&buf[header.value.clone()]);
+        let key = match consts.header_key(name) {
+            Some(key) => key.bind(py).clone(),
+            None => PyString::new(py, &environ_key(name)),
+        };
+        if content_length.is_some() && name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        if repeated_earlier(&head.headers[..i], name, buf) {
+            if let Some(existing) = environ.get_item(&key)? {
+                let separator = if name.eq_ignore_ascii_case(b"cookie") {
+                    "; "
+                } else {
+                    ", "
+                };
+                let joined = format!(
+                    "{}{separator}{}",
+                    existing.cast::<PyString>()?.to_str()?,
+                    latin1(py, value)?.to_str()?
+                );
+                environ.set_item(&key, joined)?;
+                continue;
+            }
+        }
+        environ.set_item(&key, latin1(py, value)?)?;
+    }
+    if let Some(len) = content_length {
+        environ.set_item(consts.content_length.bind(py), len.to_string())?;
+    }
+    Ok(environ)
+}
+
+fn repeated_earlier(earlier: &[HeaderRange], name: &[u8], buf: &[u8]) -> bool {
+    earlier
+        .iter()
+        .any(|h| h.name.len() == name.len() && buf[h.name.clone()].eq_ignore_ascii_case(name))
+}
+
+/// `HTTP_` + upper-cased name with `-` as `_`; `Content-Type`/`Content-Length` have no prefix (PEP 3333).
+fn environ_key(name: &[u8]) -> String {
+    let mut key = String::with_capacity(name.len() + 5);
+    if !name.eq_ignore_ascii_case(b"content-type") && !name.eq_ignore_ascii_case(b"content-length") {
+        key.push_str("HTTP_");
+    }
+    // Header names are tokens (ASCII), checked by the parser.
+    key.extend(name.iter().map(|&b| {
+        if b == b'-' {
+            '_'
+        } else {
+            char::from(b.to_ascii_uppercase())
+        }
+    }));
+    key
+}
+
+/// Splits a request target into path and query. Absolute-form targets lose their scheme and authority.
+#[must_use]
+pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
+    let mut rest = target;
+    if !rest.starts_with(b"/") {
+        if let Some(scheme_end) = rest.windows(3).position(|w| w == b"://") {
+            let after = &rest[scheme_end + 3..];
+            let authority_end = after
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(after.len());
+            rest = &after[authority_end..];
+        }
+    }
+    let (path, query) = match rest.iter().position(|&b| b == b'?') {
+        Some(q) => (&rest[..q], &rest[q + 1..]),
+        None => (rest, &b""[..]),
+    };
+    (if path.is_empty() { b"/" } else { path }, query)
+}
+
+/// Decodes `%XX` escapes; malformed escapes stay as they are.
+#[must_use]
+pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// Bytes as a `str`, one code point per byte (latin-1), as PEP 3333 requires for values from the wire.
+///
+/// # Errors
+/// Python allocation failures.
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    if bytes.is_ascii() {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return Ok(PyString::new(py, text));
+        }
+    }
+    let len =
+        ffi::Py_ssize_t::try_from(bytes.len()).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("too long"))?;
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call; latin-1 decoding cannot fail
+    // except on allocation, which the returned null reports.
+    unsafe {
+        let obj = ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_target_handles_origin_and_absolute_forms() {
+        assert_eq!(split_target(b"/a/b?x=1&y"), (&b"/a/b"[..], &b"x=1&y"[..]));
+        assert_eq!(split_target(b"/plain"), (&b"/plain"[..], &b""[..]));
+        assert_eq!(split_target(b"http://example.com/p?q"), (&b"/p"[..], &b"q"[..]));
+        assert_eq!(split_target(b"http://example.com"), (&b"/"[..], &b""[..]));
+        assert_eq!(split_target(b"http://example.com?q=1"), (&b"/"[..], &b"q=1"[..]));
+    }
+
+    #[test]
+    fn percent_decode_decodes_valid_escapes_only() {
+        assert_eq!(&*percent_decode(b"/caf%C3%A9"), b"/caf\xc3\xa9");
+        assert_eq!(&*percent_decode(b"/a%2Fb"), b"/a/b");
+        assert_eq!(&*percent_decode(b"/100%"), b"/100%");
+        assert_eq!(&*percent_decode(b"/%zz%4"), b"/%zz%4");
+    }
+
+    #[test]
+    fn environ_key_uppercases_and_prefixes() {
+        assert_eq!(environ_key(b"X-Custom-Thing"), "HTTP_X_CUSTOM_THING");
+        assert_eq!(environ_key(b"content-type"), "CONTENT_TYPE");
+    }
+}

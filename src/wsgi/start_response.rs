@@ -1,0 +1,458 @@
+//! `start_response` and the `write` callable it returns (PEP 3333), plus the response state both share:
+//! the status and headers are validated and serialized when the app calls it, and the head leaves together
+//! with the first body bytes.
+
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::http::request::is_token_byte;
+use crate::http::response::{body_allowed, chunk_size_line, encode_head, Framing, HeadOptions, LAST_CHUNK};
+use crate::server::connection::Conn;
+use crate::sys::{sendfile, wait_fd};
+
+use super::input::Input;
+
+/// How long a write waits for a client that does not read.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the request says about the response it may get.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMeta {
+    pub minor_version: u8,
+    pub is_head: bool,
+    /// The client allows keep-alive and the server is not draining.
+    pub keep_alive: bool,
+}
+
+#[derive(Default)]
+struct Prepared {
+    status: Vec<u8>,
+    code: u16,
+    headers: Vec<u8>,
+    app_length: Option<u64>,
+    app_close: bool,
+    has_date: bool,
+    has_server: bool,
+}
+
+/// Set once the head went out.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    framing: Framing,
+    keep_alive: bool,
+    body_bytes: u64,
+}
+
+#[derive(Default)]
+struct ResponseState {
+    prepared: Option<Prepared>,
+    sent: Option<Sent>,
+    head: Vec<u8>,
+}
+
+/// Why a response could not be (fully) sent.
+pub enum SendError {
+    /// The app produced body bytes without calling start_response first.
+    NoStatus,
+    /// The client is gone or too slow.
+    Io(io::Error),
+}
+
+#[pyclass(frozen, module = "rustwsgi._rustwsgi")]
+pub struct StartResponse {
+    state: Mutex<ResponseState>,
+    conn: Arc<Conn>,
+    request: RequestMeta,
+    input: Py<Input>,
+}
+
+impl StartResponse {
+    #[must_use]
+    pub fn new(conn: Arc<Conn>, request: RequestMeta, input: Py<Input>) -> Self {
+        StartResponse {
+            state: Mutex::new(ResponseState::default()),
+            conn,
+            request,
+            input,
+        }
+    }
+
+    /// True once the status line left.
+    #[must_use]
+    pub fn headers_sent(&self) -> bool {
+        self.state.lock().sent.is_some()
+    }
+
+    /// Sends `chunks` as body bytes (the head first if it has not left yet). `last` says no more body follows,
+    /// which lets an unsized response get a Content-Length. Returns true once the app's Content-Length is
+    /// reached: iteration should stop there.
+    ///
+    /// # Errors
+    /// `NoStatus` before start_response, `Io` when the client is gone.
+    pub fn send(&self, py: Python<'_>, chunks: &[&[u8]], last: bool) -> Result<bool, SendError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let head_now = state.sent.is_none();
+        if head_now {
+            let prepared = state.prepared.as_ref().ok_or(SendError::NoStatus)?;
+            let total: usize = chunks.iter().map(|c| c.len()).sum();
+            let framing = if !body_allowed(prepared.code, self.request.is_head) {
+                Framing::NoBody
+            } else if let Some(len) = prepared.app_length {
+                Framing::AppLength(len)
+            } else if last {
+                Framing::KnownLength(total as u64)
+            } else if self.request.minor_version == 1 {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            };
+            let keep_alive = self.request.keep_alive
+                && !prepared.app_close
+                && framing != Framing::UntilClose
+                && self.input.get().body_complete();
+            state.head.clear();
+            let options = HeadOptions {
+                minor_version: self.request.minor_version,
+                framing,
+                keep_alive,
+                add_date: !prepared.has_date,
+                add_server: !prepared.has_server,
+            };
+            encode_head(&mut state.head, &prepared.status, &prepared.headers, &options);
+            state.sent = Some(Sent {
+                framing,
+                keep_alive,
+                body_bytes: 0,
+            });
+        }
+        let Some(sent) = state.sent.as_mut() else {
+            return Err(SendError::NoStatus);
+        };
+        // Chunk size lines are built first so the slices below can borrow them.
+        let mut size_lines = Vec::new();
+        let mut line_ends = Vec::new();
+        if sent.framing == Framing::Chunked {
+            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+                size_lines.extend_from_slice(chunk_size_line(chunk.len(), &mut [0; 18]));
+                line_ends.push(size_lines.len());
+            }
+        }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunks.len() * 3 + 2);
+        if head_now {
+            slices.push(IoSlice::new(&state.head));
+        }
+        let mut body_total = 0u64;
+        match sent.framing {
+            Framing::NoBody => {}
+            Framing::AppLength(len) => {
+                let mut room = len - sent.body_bytes;
+                for chunk in chunks {
+                    // Never send more than the app's Content-Length (RFC 9112 §6.2).
+                    let take = usize::try_from(room).map_or(chunk.len(), |r| r.min(chunk.len()));
+                    slices.push(IoSlice::new(&chunk[..take]));
+                    room -= take as u64;
+                    body_total += take as u64;
+                }
+            }
+            Framing::Chunked => {
+                let mut line_start = 0;
+                for (chunk, &line_end) in chunks.iter().filter(|c| !c.is_empty()).zip(&line_ends) {
+                    slices.push(IoSlice::new(&size_lines[line_start..line_end]));
+                    slices.push(IoSlice::new(chunk));
+                    slices.push(IoSlice::new(b"\r\n"));
+                    body_total += chunk.len() as u64;
+                    line_start = line_end;
+                }
+                if last {
+                    slices.push(IoSlice::new(LAST_CHUNK));
+                }
+            }
+            Framing::KnownLength(_) | Framing::UntilClose => {
+                for chunk in chunks {
+                    slices.push(IoSlice::new(chunk));
+                    body_total += chunk.len() as u64;
+                }
+            }
+        }
+        sent.body_bytes += body_total;
+        let complete = matches!(sent.framing, Framing::AppLength(len) if sent.body_bytes >= len);
+        if !slices.is_empty() {
+            let mut io = self.conn.io.lock();
+            io.write_all_vectored(&mut slices, &mut |fd| py.detach(|| wait_fd(fd, true, SEND_TIMEOUT)))
+                .map_err(SendError::Io)?;
+        }
+        Ok(complete)
+    }
+
+    /// Sends `length` bytes of file `fd` from `offset` with sendfile(2), after the head if it has not left.
+    /// The app's Content-Length, if any, still bounds what is sent.
+    ///
+    /// # Errors
+    /// As `send`.
+    pub fn send_file(&self, py: Python<'_>, fd: RawFd, offset: u64, length: u64) -> Result<(), SendError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        if state.sent.is_none() {
+            let prepared = state.prepared.as_ref().ok_or(SendError::NoStatus)?;
+            let framing = if !body_allowed(prepared.code, self.request.is_head) {
+                Framing::NoBody
+            } else if let Some(len) = prepared.app_length {
+                Framing::AppLength(len)
+            } else {
+                Framing::KnownLength(length)
+            };
+            let keep_alive = self.request.keep_alive && !prepared.app_close && self.input.get().body_complete();
+            let options = HeadOptions {
+                minor_version: self.request.minor_version,
+                framing,
+                keep_alive,
+                add_date: !prepared.has_date,
+                add_server: !prepared.has_server,
+            };
+            state.head.clear();
+            encode_head(&mut state.head, &prepared.status, &prepared.headers, &options);
+            let mut io = self.conn.io.lock();
+            io.write_all_vectored(&mut [IoSlice::new(&state.head)], &mut |fd| {
+                py.detach(|| wait_fd(fd, true, SEND_TIMEOUT))
+            })
+            .map_err(SendError::Io)?;
+            state.sent = Some(Sent {
+                framing,
+                keep_alive,
+                body_bytes: 0,
+            });
+        }
+        let Some(sent) = state.sent.as_mut() else {
+            return Err(SendError::NoStatus);
+        };
+        let mut remaining = match sent.framing {
+            Framing::NoBody => 0,
+            Framing::AppLength(len) => length.min(len - sent.body_bytes),
+            _ => length,
+        };
+        let mut offset = offset;
+        let io = self.conn.io.lock();
+        let Some(socket) = io.stream.as_ref().map(crate::server::connection::Stream::raw_fd) else {
+            return Err(SendError::Io(io::ErrorKind::NotConnected.into()));
+        };
+        while remaining > 0 {
+            let count = usize::try_from(remaining.min(1 << 30)).unwrap_or(1 << 30);
+            match sendfile(socket, fd, &mut offset, count) {
+                Ok(0) => break,
+                Ok(n) => {
+                    remaining -= n as u64;
+                    sent.body_bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    py.detach(|| wait_fd(socket, true, SEND_TIMEOUT))
+                        .map_err(SendError::Io)?;
+                }
+                Err(e) => return Err(SendError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the response: sends the head if nothing was sent, the last chunk if chunked. Returns whether the
+    /// connection may carry another request.
+    ///
+    /// # Errors
+    /// As `send`.
+    pub fn finish(&self, py: Python<'_>) -> Result<bool, SendError> {
+        let sent = self.state.lock().sent;
+        match sent {
+            None => {
+                self.send(py, &[], true)?;
+            }
+            Some(Sent {
+                framing: Framing::Chunked,
+                ..
+            }) => {
+                self.send(py, &[], true)?;
+            }
+            Some(_) => {}
+        }
+        let state = self.state.lock();
+        let Some(sent) = state.sent else { return Ok(false) };
+        let length_kept = match sent.framing {
+            // A response shorter than its Content-Length leaves the client waiting: close to end it.
+            Framing::AppLength(len) => sent.body_bytes == len,
+            _ => true,
+        };
+        let complete = matches!(sent.framing, Framing::KnownLength(len) if sent.body_bytes == len)
+            || !matches!(sent.framing, Framing::KnownLength(_));
+        Ok(sent.keep_alive && length_kept && complete && self.input.get().body_complete())
+    }
+}
+
+/// Checks a status such as `200 OK`: three digits, a space, a reason without control characters.
+fn parse_status(status: &str) -> Result<u16, PyErr> {
+    let bytes = status.as_bytes();
+    let valid = bytes.len() >= 4
+        && bytes[..3].iter().all(u8::is_ascii_digit)
+        && bytes[3] == b' '
+        && bytes[4..].iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    if !valid {
+        return Err(PyValueError::new_err(format!(
+            "invalid status {status:?}: expected e.g. '200 OK'"
+        )));
+    }
+    Ok(bytes[..3].iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0')))
+}
+
+/// Encodes a header value as latin-1, refusing CR, LF and NUL (response splitting).
+fn encode_value(value: &str, out: &mut Vec<u8>) -> Result<(), PyErr> {
+    for ch in value.chars() {
+        let code = u32::from(ch);
+        if code > 0xff {
+            return Err(PyValueError::new_err(format!("header value {value:?} is not latin-1")));
+        }
+        if ch == '\r' || ch == '\n' || ch == '\0' {
+            return Err(PyValueError::new_err(format!(
+                "header value {value:?} contains a control character"
+            )));
+        }
+        out.push(code as u8);
+    }
+    Ok(())
+}
+
+fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Prepared> {
+    let status = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("status must be a str"))?
+        .to_str()?;
+    let code = parse_status(status)?;
+    let mut prepared = Prepared {
+        status: status.as_bytes().to_vec(),
+        code,
+        ..Prepared::default()
+    };
+    let list = headers
+        .cast::<PyList>()
+        .map_err(|_| PyTypeError::new_err("response headers must be a list"))?;
+    for item in list.iter() {
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+        }
+        let name = pair.get_item(0)?;
+        let value = pair.get_item(1)?;
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("header names must be str"))?
+            .to_str()?;
+        let value = value
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("value of header {name:?} must be a str")))?
+            .to_str()?;
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(PyValueError::new_err(format!("invalid header name {name:?}")));
+        }
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "content-length" => {
+                let trimmed = value.trim();
+                if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(PyValueError::new_err(format!("invalid Content-Length {value:?}")));
+                }
+                let len = trimmed
+                    .parse::<u64>()
+                    .map_err(|_| PyValueError::new_err("Content-Length too large"))?;
+                if prepared.app_length.is_some_and(|old| old != len) {
+                    return Err(PyValueError::new_err("conflicting Content-Length headers"));
+                }
+                if prepared.app_length.is_some() {
+                    continue;
+                }
+                prepared.app_length = Some(len);
+            }
+            // Hop-by-hop headers are the server's (PEP 3333): honour `close`, frame the body ourselves.
+            "connection" => {
+                prepared.app_close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+                continue;
+            }
+            "transfer-encoding" | "keep-alive" => continue,
+            "date" => prepared.has_date = true,
+            "server" => prepared.has_server = true,
+            _ => {}
+        }
+        prepared.headers.extend_from_slice(name.as_bytes());
+        prepared.headers.extend_from_slice(b": ");
+        encode_value(value, &mut prepared.headers)?;
+        prepared.headers.extend_from_slice(b"\r\n");
+    }
+    Ok(prepared)
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        if let Some(exc_info) = exc_info {
+            if this.headers_sent() {
+                // PEP 3333: too late to change the response; re-raise the app's error.
+                return Err(PyErr::from_value(exc_info.get_item(1)?));
+            }
+        } else if this.state.lock().prepared.is_some() {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called again without exc_info",
+            ));
+        }
+        // Validate before taking the lock: reading the headers may run Python code.
+        let prepared = prepare(status, headers)?;
+        this.state.lock().prepared = Some(prepared);
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    /// The PEP 3333 `write()` callable: sends `data` at once.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
+        match self.send(py, &[data.as_bytes()], false) {
+            Ok(_) => Ok(()),
+            Err(SendError::NoStatus) => Err(PyRuntimeError::new_err("write() called before start_response()")),
+            Err(SendError::Io(e)) => Err(pyo3::exceptions::PyOSError::new_err(format!(
+                "client connection lost: {e}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_status_accepts_code_and_reason() {
+        assert_eq!(parse_status("200 OK").unwrap(), 200);
+        assert_eq!(parse_status("404 ").unwrap(), 404);
+    }
+
+    #[test]
+    fn parse_status_rejects_malformed() {
+        Python::initialize();
+        for bad in ["200", "20 OK", "abc OK", "200OK", "200 OK\r\nX: y"] {
+            assert!(parse_status(bad).is_err(), "{bad:?}");
+        }
+    }
+}
