@@ -238,6 +238,13 @@ impl Framing {
             self.note_transfer_encoding(value)?;
         } else if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
+            // RFC 9112 §3.2: Host = uri-host [ ":" port ]; anything else (spaces, controls) is refused.
+            if !value
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+            {
+                return Err(HttpError::BadRequest("invalid Host header"));
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in list_items(value) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -271,9 +278,6 @@ impl Framing {
             }
         }
         self.transfer_encoding = true;
-        if !self.chunked_last && !self.other_coding {
-            return Err(HttpError::BadRequest("empty Transfer-Encoding"));
-        }
         Ok(())
     }
 
@@ -289,7 +293,11 @@ impl Framing {
                 // RFC 9112 §6.3 allows "chunked wins, then close"; refusing is the safer reading.
                 return Err(HttpError::BadRequest("both Content-Length and Transfer-Encoding"));
             }
-            // RFC 9112 §6.1: only chunked is implemented; any other coding is 501.
+            // RFC 9112 §6.3: a request whose final coding is not chunked cannot be framed: 400.
+            if !self.chunked_last {
+                return Err(HttpError::BadRequest("chunked is not the final transfer coding"));
+            }
+            // RFC 9112 §6.1: only chunked is implemented; any other coding before it is 501.
             if self.other_coding {
                 return Err(HttpError::NotImplemented("unsupported transfer coding"));
             }

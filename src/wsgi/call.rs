@@ -137,7 +137,7 @@ impl App {
             Failure::Raised(err) => {
                 let kwargs = PyDict::new(py);
                 kwargs
-                    .set_item("exc_info", err.value(py))
+                    .set_item("exc_info", (err.get_type(py), err.value(py), err.traceback(py)))
                     .and_then(|()| logger.call_method("error", ("Error handling request %s", request), Some(&kwargs)))
             }
             Failure::Contract(message) => logger.call_method1("error", ("%s (request %s)", message, request)),
