@@ -23,8 +23,9 @@ pub struct PyServer {
 
 #[pymethods]
 impl PyServer {
-    /// `listeners`: (fd, is_unix, base_environ) for each bound, listening socket; the fd is duplicated.
+    /// `listeners`: (fd, `is_unix`, `base_environ`) for each bound, listening socket; the fd is duplicated.
     #[new]
+    #[allow(clippy::needless_pass_by_value)] // PyO3 extracts arguments as owned values
     fn new(
         py: Python<'_>,
         app: Py<PyAny>,
@@ -59,7 +60,7 @@ impl PyServer {
     /// Starts the server threads and returns.
     fn start(&self) -> PyResult<()> {
         self.inner
-            .start(self.handler.clone())
+            .start(&(self.handler.clone() as Arc<dyn crate::server::Handler>))
             .map_err(|e| PyOSError::new_err(e.to_string()))
     }
 

@@ -2,6 +2,8 @@
 //! valid requests must give the expected method, target, version and body every time; invalid ones must give
 //! the expected status every time, never a request.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -90,7 +92,7 @@ fn splits(data: &[u8], seed: u64) -> Vec<Vec<&[u8]>> {
     let mut all = vec![vec![data], data.chunks(1).collect()];
     let mut rng = Lcg(seed);
     for _ in 0..20 {
-        let mut cuts: Vec<usize> = (0..rng.below(6) + 1).map(|_| rng.below(data.len() + 1)).collect();
+        let mut cuts: Vec<usize> = (0..=rng.below(6)).map(|_| rng.below(data.len() + 1)).collect();
         cuts.sort_unstable();
         let mut pieces = Vec::new();
         let mut start = 0;

@@ -75,7 +75,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
     let Some(head_len) = scan_head(buf, limits)? else {
         return Ok(Parsed::Incomplete);
     };
-    let head = &buf[..head_len];
+    let head_bytes = &buf[..head_len];
     let mut stack = [httparse::EMPTY_HEADER; MAX_HEADERS_ON_STACK];
     let mut heap;
     let slots: &mut [httparse::Header<'_>] = if limits.fields < MAX_HEADERS_ON_STACK {
@@ -85,7 +85,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
         &mut heap
     };
     let mut req = httparse::Request::new(slots);
-    match req.parse(head) {
+    match req.parse(head_bytes) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HttpError::BadRequest("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderFieldsTooLarge),
@@ -212,6 +212,7 @@ fn validate_target(method: &str, target: &str) -> Result<(), HttpError> {
 
 /// What the framing-relevant headers said, gathered while walking them once.
 #[derive(Default)]
+#[allow(clippy::struct_excessive_bools)] // independent facts, each from its own header
 struct Framing {
     content_length: Option<u64>,
     transfer_encoding: bool,

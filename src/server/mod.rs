@@ -149,7 +149,7 @@ impl Server {
     ///
     /// # Errors
     /// Thread creation failures.
-    pub fn start(&self, handler: Arc<dyn Handler>) -> io::Result<()> {
+    pub fn start(&self, handler: &Arc<dyn Handler>) -> io::Result<()> {
         let mut threads = self.threads.lock();
         for i in 0..self.shared.config.threads.max(1) {
             let shared = self.shared.clone();
@@ -518,26 +518,24 @@ impl Shared {
             Parsed::Complete(head) => head,
         };
         let head_len = head.head_len;
-        let (body, consumed) = match head.body {
-            BodyKind::Empty => (Body::Empty, head_len),
-            kind => match decode_complete(kind, limits.body, &io.data()[head_len..])? {
-                Some((bytes, used)) => (Body::Buffered(bytes), head_len + used),
-                None => {
-                    let buffered = io.data().len() - head_len;
-                    let small = match kind {
-                        BodyKind::Length(len) => len <= BUFFER_BODY as u64,
-                        _ => buffered <= BUFFER_BODY,
-                    };
-                    if head.expect_continue && !io.continue_sent {
-                        io.continue_sent = true;
-                        io.write_nonblocking(CONTINUE);
-                    }
-                    if small {
-                        return Ok(None);
-                    }
-                    (Body::Streaming(BodyDecoder::new(kind, limits.body)), head_len)
-                }
-            },
+        let (body, consumed) = if head.body == BodyKind::Empty {
+            (Body::Empty, head_len)
+        } else if let Some((bytes, used)) = decode_complete(head.body, limits.body, &io.data()[head_len..])? {
+            (Body::Buffered(bytes), head_len + used)
+        } else {
+            let buffered = io.data().len() - head_len;
+            let small = match head.body {
+                BodyKind::Length(len) => len <= BUFFER_BODY as u64,
+                _ => buffered <= BUFFER_BODY,
+            };
+            if head.expect_continue && !io.continue_sent {
+                io.continue_sent = true;
+                io.write_nonblocking(CONTINUE);
+            }
+            if small {
+                return Ok(None);
+            }
+            (Body::Streaming(BodyDecoder::new(head.body, limits.body)), head_len)
         };
         io.continue_sent = false;
         Ok(Some(Exchange {

@@ -131,21 +131,23 @@ impl App {
     }
 
     fn log_failure(&self, py: Python<'_>, environ: Option<&Bound<'_, PyDict>>, failure: &Failure) {
-        let request = environ.map_or_else(String::new, |env| describe_request(env));
+        let description = environ.map_or_else(String::new, describe_request);
         let logger = self.logger.bind(py);
-        let logged = match failure {
+        let result = match failure {
             Failure::Raised(err) => {
                 let kwargs = PyDict::new(py);
                 kwargs
                     .set_item("exc_info", (err.get_type(py), err.value(py), err.traceback(py)))
-                    .and_then(|()| logger.call_method("error", ("Error handling request %s", request), Some(&kwargs)))
+                    .and_then(|()| {
+                        logger.call_method("error", ("Error handling request %s", description), Some(&kwargs))
+                    })
             }
-            Failure::Contract(message) => logger.call_method1("error", ("%s (request %s)", message, request)),
+            Failure::Contract(message) => logger.call_method1("error", ("%s (request %s)", message, description)),
             Failure::Io(err) => {
-                logger.call_method1("debug", ("Connection lost during %s: %s", request, err.to_string()))
+                logger.call_method1("debug", ("Connection lost during %s: %s", description, err.to_string()))
             }
         };
-        if let Err(err) = logged {
+        if let Err(err) = result {
             // The logging system itself failed: fall back to stderr so the failure is not lost.
             err.print(py);
         }
@@ -251,7 +253,7 @@ fn send_file(py: Python<'_>, start_response: &StartResponse, wrapper: &FileWrapp
         start_response
             .send_file(py, fd, offset, length)
             .map_err(Failure::from)
-            .and_then(|_| start_response.finish(py).map_err(Failure::from)),
+            .and_then(|()| start_response.finish(py).map_err(Failure::from)),
     )
 }
 

@@ -16,7 +16,7 @@ use crate::server::connection::{Conn, ReadStatus};
 use crate::sys::wait_fd;
 
 /// How long a read waits for the next body bytes.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+const BODY_TIMEOUT: Duration = Duration::from_mins(1);
 /// Bytes fetched from the socket per read while streaming.
 const STREAM_READ: usize = 64 * 1024;
 
@@ -142,15 +142,12 @@ impl InputState {
     }
 
     fn read(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Vec<u8>> {
-        match size {
-            Some(n) => {
-                while self.available().len() < n && self.fill(py)? {}
-                Ok(self.take(n))
-            }
-            None => {
-                while self.fill(py)? {}
-                Ok(self.take(usize::MAX))
-            }
+        if let Some(n) = size {
+            while self.available().len() < n && self.fill(py)? {}
+            Ok(self.take(n))
+        } else {
+            while self.fill(py)? {}
+            Ok(self.take(usize::MAX))
         }
     }
 

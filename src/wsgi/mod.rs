@@ -34,7 +34,7 @@ struct PyWorker<'a, 'py> {
 
 impl Worker for PyWorker<'_, '_> {
     fn blocking(&self, f: &mut (dyn FnMut() + Send)) {
-        self.py.detach(|| f());
+        self.py.detach(f);
     }
 
     fn handle(&self, exchange: &mut Exchange, control: &dyn Control) -> Outcome {

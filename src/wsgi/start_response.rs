@@ -20,7 +20,7 @@ use crate::sys::{sendfile, wait_fd};
 use super::input::Input;
 
 /// How long a write waits for a client that does not read.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+const SEND_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// What the request says about the response it may get.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +59,7 @@ struct ResponseState {
 
 /// Why a response could not be (fully) sent.
 pub enum SendError {
-    /// The app produced body bytes without calling start_response first.
+    /// The app produced body bytes without calling `start_response` first.
     NoStatus,
     /// The client is gone or too slow.
     Io(io::Error),
@@ -95,7 +95,7 @@ impl StartResponse {
     /// reached: iteration should stop there.
     ///
     /// # Errors
-    /// `NoStatus` before start_response, `Io` when the client is gone.
+    /// `NoStatus` before `start_response`, `Io` when the client is gone.
     pub fn send(&self, py: Python<'_>, chunks: &[&[u8]], last: bool) -> Result<bool, SendError> {
         let mut state = self.state.lock();
         let state = &mut *state;
@@ -269,17 +269,8 @@ impl StartResponse {
     /// As `send`.
     pub fn finish(&self, py: Python<'_>) -> Result<bool, SendError> {
         let sent = self.state.lock().sent;
-        match sent {
-            None => {
-                self.send(py, &[], true)?;
-            }
-            Some(Sent {
-                framing: Framing::Chunked,
-                ..
-            }) => {
-                self.send(py, &[], true)?;
-            }
-            Some(_) => {}
+        if sent.is_none_or(|s| s.framing == Framing::Chunked) {
+            self.send(py, &[], true)?;
         }
         let state = self.state.lock();
         let Some(sent) = state.sent else { return Ok(false) };
