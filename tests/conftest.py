@@ -121,7 +121,7 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0, host: str = '127.0
         while time.monotonic() < deadline:
             try:
                 chunk = sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 break
             except ConnectionResetError:
                 break
