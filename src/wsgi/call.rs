@@ -244,6 +244,10 @@ fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Result<&'a Bound<'py, PyByt
 
 /// sendfile(2) for a file wrapper around a regular file; `None` means "iterate it instead".
 fn send_file(py: Python<'_>, start_response: &StartResponse, wrapper: &FileWrapper) -> Option<Result<bool, Failure>> {
+    // After write() the body may already be chunked; raw file bytes cannot follow then.
+    if start_response.headers_sent() {
+        return None;
+    }
     let file = wrapper.filelike.bind(py);
     let fd: i32 = file.call_method0("fileno").ok()?.extract().ok()?;
     let size = regular_file_size(fd)?;

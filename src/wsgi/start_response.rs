@@ -90,6 +90,43 @@ impl StartResponse {
         self.state.lock().sent.is_some()
     }
 
+    /// Decides the framing and serializes the head into `state.head`. `body_len` is the whole body's length
+    /// when the server knows it (a list, a last chunk, a file).
+    fn prepare_head(&self, state: &mut ResponseState, body_len: Option<u64>) -> Result<(), SendError> {
+        let prepared = state.prepared.as_ref().ok_or(SendError::NoStatus)?;
+        let framing = if !body_allowed(prepared.code, self.request.is_head) {
+            Framing::NoBody
+        } else if let Some(len) = prepared.app_length {
+            Framing::AppLength(len)
+        } else if let Some(len) = body_len {
+            Framing::KnownLength(len)
+        } else if self.request.minor_version == 1 {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        };
+        let keep_alive = self.request.keep_alive
+            && !prepared.app_close
+            && framing != Framing::UntilClose
+            && self.input.get().body_complete();
+        let options = HeadOptions {
+            minor_version: self.request.minor_version,
+            framing,
+            keep_alive,
+            add_date: !prepared.has_date,
+            add_server: !prepared.has_server,
+        };
+        state.head.clear();
+        state.head.reserve(prepared.status.len() + prepared.headers.len() + 128);
+        encode_head(&mut state.head, &prepared.status, &prepared.headers, &options);
+        state.sent = Some(Sent {
+            framing,
+            keep_alive,
+            body_bytes: 0,
+        });
+        Ok(())
+    }
+
     /// Sends `chunks` as body bytes (the head first if it has not left yet). `last` says no more body follows,
     /// which lets an unsized response get a Content-Length. Returns true once the app's Content-Length is
     /// reached: iteration should stop there.
@@ -101,37 +138,8 @@ impl StartResponse {
         let state = &mut *state;
         let head_now = state.sent.is_none();
         if head_now {
-            let prepared = state.prepared.as_ref().ok_or(SendError::NoStatus)?;
             let total: usize = chunks.iter().map(|c| c.len()).sum();
-            let framing = if !body_allowed(prepared.code, self.request.is_head) {
-                Framing::NoBody
-            } else if let Some(len) = prepared.app_length {
-                Framing::AppLength(len)
-            } else if last {
-                Framing::KnownLength(total as u64)
-            } else if self.request.minor_version == 1 {
-                Framing::Chunked
-            } else {
-                Framing::UntilClose
-            };
-            let keep_alive = self.request.keep_alive
-                && !prepared.app_close
-                && framing != Framing::UntilClose
-                && self.input.get().body_complete();
-            state.head.clear();
-            let options = HeadOptions {
-                minor_version: self.request.minor_version,
-                framing,
-                keep_alive,
-                add_date: !prepared.has_date,
-                add_server: !prepared.has_server,
-            };
-            encode_head(&mut state.head, &prepared.status, &prepared.headers, &options);
-            state.sent = Some(Sent {
-                framing,
-                keep_alive,
-                body_bytes: 0,
-            });
+            self.prepare_head(state, last.then_some(total as u64))?;
         }
         let Some(sent) = state.sent.as_mut() else {
             return Err(SendError::NoStatus);
@@ -201,34 +209,12 @@ impl StartResponse {
         let mut state = self.state.lock();
         let state = &mut *state;
         if state.sent.is_none() {
-            let prepared = state.prepared.as_ref().ok_or(SendError::NoStatus)?;
-            let framing = if !body_allowed(prepared.code, self.request.is_head) {
-                Framing::NoBody
-            } else if let Some(len) = prepared.app_length {
-                Framing::AppLength(len)
-            } else {
-                Framing::KnownLength(length)
-            };
-            let keep_alive = self.request.keep_alive && !prepared.app_close && self.input.get().body_complete();
-            let options = HeadOptions {
-                minor_version: self.request.minor_version,
-                framing,
-                keep_alive,
-                add_date: !prepared.has_date,
-                add_server: !prepared.has_server,
-            };
-            state.head.clear();
-            encode_head(&mut state.head, &prepared.status, &prepared.headers, &options);
+            self.prepare_head(state, Some(length))?;
             let mut io = self.conn.io.lock();
             io.write_all_vectored(&mut [IoSlice::new(&state.head)], &mut |fd| {
                 py.detach(|| wait_fd(fd, true, SEND_TIMEOUT))
             })
             .map_err(SendError::Io)?;
-            state.sent = Some(Sent {
-                framing,
-                keep_alive,
-                body_bytes: 0,
-            });
         }
         let Some(sent) = state.sent.as_mut() else {
             return Err(SendError::NoStatus);
@@ -324,6 +310,7 @@ fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Pr
         .to_str()?;
     let code = parse_status(status)?;
     let mut prepared = Prepared {
+        headers: Vec::with_capacity(64 * headers.len().unwrap_or(4)),
         status: status.as_bytes().to_vec(),
         code,
         ..Prepared::default()
