@@ -4,15 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::config::ServerConfig;
+use crate::http::forwarded::TrustedProxies;
 use crate::server::listener::Listener;
 use crate::sys::dup_owned;
 use crate::wsgi::call::App;
 use crate::wsgi::consts::PyConsts;
+use crate::wsgi::environ::EnvironRules;
 use crate::wsgi::WsgiHandler;
 
 #[pyclass(frozen, module = "rustwsgi._rustwsgi", name = "Server")]
@@ -43,14 +45,21 @@ impl PyServer {
             .import("logging")?
             .call_method1("getLogger", ("rustwsgi.error",))?
             .unbind();
+        let trusted = TrustedProxies::parse(&config.forwarded_allow_ips).map_err(PyValueError::new_err)?;
+        let rules = EnvironRules {
+            trusted,
+            root_path: config.root_path.trim_end_matches('/').as_bytes().to_vec(),
+        };
+        let inner =
+            crate::server::Server::new(sockets, config.loop_config()).map_err(|e| PyOSError::new_err(e.to_string()))?;
         let app = App {
             app,
             consts: PyConsts::new(py),
             templates,
             logger,
+            rules,
+            access_log: config.access_log,
         };
-        let inner =
-            crate::server::Server::new(sockets, config.loop_config()).map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(PyServer {
             inner,
             handler: Arc::new(WsgiHandler { app }),

@@ -8,7 +8,7 @@ use crate::http::Limits;
 use crate::server::LoopConfig;
 
 /// Read from the dict the Python side builds from its settings registry.
-#[derive(Debug, Clone, FromPyObject)]
+#[derive(Debug, FromPyObject)]
 #[pyo3(from_item_all)]
 pub struct ServerConfig {
     pub threads: usize,
@@ -17,6 +17,18 @@ pub struct ServerConfig {
     pub limit_request_fields: usize,
     pub limit_request_field_size: usize,
     pub limit_request_body: u64,
+    /// Peers whose forwarding headers are believed (addresses, CIDR blocks, `*`).
+    #[pyo3(default)]
+    pub forwarded_allow_ips: Vec<String>,
+    /// Mount point of the app (`SCRIPT_NAME`); stripped from the start of `PATH_INFO`.
+    #[pyo3(default)]
+    pub root_path: String,
+    /// Answered by the server itself, without Python: 200, or 503 while draining.
+    #[pyo3(default)]
+    pub health_path: Option<String>,
+    /// Called after each response with (environ, status, body bytes sent, seconds taken); None when off.
+    #[pyo3(default)]
+    pub access_log: Option<Py<PyAny>>,
 }
 
 impl ServerConfig {
@@ -24,6 +36,7 @@ impl ServerConfig {
     pub fn loop_config(&self) -> LoopConfig {
         LoopConfig {
             threads: self.threads.max(1),
+            health_path: self.health_path.clone().filter(|p| !p.is_empty()),
             keep_alive: Duration::from_secs_f64(self.keep_alive.max(0.0)),
             limits: Limits {
                 request_line: self.limit_request_line,

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod date;
 pub mod error;
+pub mod forwarded;
 pub mod request;
 pub mod response;
 

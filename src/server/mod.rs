@@ -26,8 +26,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::{Condvar, Mutex};
 
 use crate::http::body::decode_complete;
-use crate::http::response::{encode_error, CONTINUE};
-use crate::http::{parse_request, BodyDecoder, BodyKind, HttpError, Limits, Parsed};
+use crate::http::response::{encode_error, encode_simple, CONTINUE};
+use crate::http::{parse_request, BodyDecoder, BodyKind, HttpError, Limits, Parsed, RequestHead};
 
 use connection::{Conn, ConnIo, ReadStatus};
 pub use handler::{Body, Control, Exchange, Handler, Outcome, Worker};
@@ -53,6 +53,8 @@ pub struct LoopConfig {
     pub threads: usize,
     pub keep_alive: Duration,
     pub limits: Limits,
+    /// Path answered by the loop itself, never reaching the app.
+    pub health_path: Option<String>,
 }
 
 /// A running server: threads, poll, connections.
@@ -513,9 +515,17 @@ impl Shared {
     /// Tries to turn the buffered bytes into a request ready to run.
     fn parse(&self, conn: &Arc<Conn>, io: &mut ConnIo) -> Result<Option<Exchange>, HttpError> {
         let limits = &self.config.limits;
-        let head = match parse_request(io.data(), limits)? {
-            Parsed::Incomplete => return Ok(None),
-            Parsed::Complete(head) => head,
+        let head = loop {
+            let head = match parse_request(io.data(), limits)? {
+                Parsed::Incomplete => return Ok(None),
+                Parsed::Complete(head) => head,
+            };
+            if !self.answer_health_check(&head, io) {
+                break head;
+            }
+            if io.closing {
+                return Ok(None);
+            }
         };
         let head_len = head.head_len;
         let (body, consumed) = if head.body == BodyKind::Empty {
@@ -544,6 +554,40 @@ impl Shared {
             consumed,
             body,
         }))
+    }
+
+    /// Answers a health check without the app: 200 while serving, 503 once draining so a load balancer stops
+    /// sending. Returns false when `head` is not one.
+    fn answer_health_check(&self, head: &RequestHead, io: &mut ConnIo) -> bool {
+        let Some(path) = &self.config.health_path else {
+            return false;
+        };
+        let buf = io.data();
+        let method = head.method(buf);
+        if head.target(buf) != path.as_bytes()
+            || head.body != BodyKind::Empty
+            || !(method == b"GET" || method == b"HEAD")
+        {
+            return false;
+        }
+        let draining = self.draining.load(Ordering::Acquire);
+        let keep_alive = head.keep_alive && !draining;
+        let (status, body): (&[u8], &[u8]) = if draining {
+            (b"503 Service Unavailable", b"draining")
+        } else {
+            (b"200 OK", b"ok")
+        };
+        let mut response = encode_simple(head.minor_version, status, body, keep_alive);
+        if method == b"HEAD" {
+            response.truncate(response.len() - body.len() - 1);
+        }
+        let head_len = head.head_len;
+        io.write_nonblocking(&response);
+        io.consume(head_len);
+        if !keep_alive {
+            io.begin_close();
+        }
+        true
     }
 
     /// Answers one request and then keeps serving its connection while requests are already buffered.

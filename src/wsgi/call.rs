@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -14,7 +15,7 @@ use crate::server::{Body, Control, Exchange, Outcome};
 use crate::sys::regular_file_size;
 
 use super::consts::PyConsts;
-use super::environ::build_environ;
+use super::environ::{build_environ, EnvironRules};
 use super::file_wrapper::FileWrapper;
 use super::input::Input;
 use super::start_response::{RequestMeta, SendError, StartResponse};
@@ -27,6 +28,9 @@ pub struct App {
     pub templates: Vec<Py<PyDict>>,
     /// `logging.getLogger("rustwsgi.error")`.
     pub logger: Py<PyAny>,
+    pub rules: EnvironRules,
+    /// Called after each response with (environ, status, body bytes, seconds); None when access logging is off.
+    pub access_log: Option<Py<PyAny>>,
 }
 
 /// Why a response failed.
@@ -59,6 +63,7 @@ impl From<PyErr> for Failure {
 impl App {
     /// Answers one request. Never raises: failures are logged and answered here.
     pub fn serve(&self, py: Python<'_>, exchange: &mut Exchange, control: &dyn Control) -> Outcome {
+        let started = self.access_log.is_some().then(Instant::now);
         let conn = exchange.conn.clone();
         let body = std::mem::replace(&mut exchange.body, Body::Empty);
         let decoded_len = match (&body, exchange.head.body) {
@@ -80,6 +85,7 @@ impl App {
                 buf,
                 &conn.peer,
                 decoded_len,
+                &self.rules,
             );
             io.consume(exchange.consumed);
             (environ, is_head)
@@ -117,17 +123,31 @@ impl App {
             Err(err) => Err(Failure::Raised(err)),
         };
         input.get().retire();
-        match result {
+        let mut answered_500 = false;
+        let outcome = match result {
             Ok(true) => Outcome::KeepAlive,
             Ok(false) => Outcome::Close,
             Err(failure) => {
                 self.log_failure(py, Some(&environ), &failure);
                 if !matches!(failure, Failure::Io(_)) && !start_response.get().headers_sent() {
                     send_500(&conn, meta.minor_version);
+                    answered_500 = true;
                 }
                 Outcome::Close
             }
+        };
+        if let (Some(access_log), Some(started)) = (&self.access_log, started) {
+            let (status, body_bytes) = if answered_500 {
+                (INTERNAL_ERROR.to_string(), INTERNAL_ERROR_BODY.len() as u64 + 1)
+            } else {
+                start_response.get().summary()
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            if let Err(err) = access_log.bind(py).call1((&environ, status, body_bytes, seconds)) {
+                err.print(py);
+            }
         }
+        outcome
     }
 
     fn log_failure(&self, py: Python<'_>, environ: Option<&Bound<'_, PyDict>>, failure: &Failure) {
@@ -172,11 +192,14 @@ fn describe_request(environ: &Bound<'_, PyDict>) -> String {
     format!("{} {target}", get("REQUEST_METHOD"))
 }
 
+const INTERNAL_ERROR: &str = "500 Internal Server Error";
+const INTERNAL_ERROR_BODY: &str = "Internal Server Error";
+
 fn send_500(conn: &Arc<Conn>, minor_version: u8) {
     let response = encode_simple(
         minor_version,
-        b"500 Internal Server Error",
-        b"Internal Server Error",
+        INTERNAL_ERROR.as_bytes(),
+        INTERNAL_ERROR_BODY.as_bytes(),
         false,
     );
     conn.io.lock().write_nonblocking(&response);

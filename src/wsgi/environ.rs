@@ -5,10 +5,20 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::http::forwarded::{client_info, TrustedProxies};
 use crate::http::request::{HeaderRange, RequestHead};
 use crate::server::connection::Peer;
 
 use super::consts::PyConsts;
+
+/// Per-server rules applied while building environ.
+#[derive(Debug, Default)]
+pub struct EnvironRules {
+    /// Peers whose `Forwarded`/`X-Forwarded-*` headers set REMOTE_ADDR, `wsgi.url_scheme` and HTTP_HOST.
+    pub trusted: TrustedProxies,
+    /// Mount point (already SCRIPT_NAME in the template); removed from the start of PATH_INFO.
+    pub root_path: Vec<u8>,
+}
 
 /// Builds the environ for `head`, whose ranges index `buf`. `content_length` overrides the header (set for
 /// bodies the server decoded itself, such as buffered chunked ones).
@@ -23,6 +33,7 @@ pub fn build_environ<'py>(
     buf: &[u8],
     peer: &Peer,
     content_length: Option<u64>,
+    rules: &EnvironRules,
 ) -> PyResult<Bound<'py, PyDict>> {
     let environ = template.copy()?;
     let method = head.method(buf);
@@ -31,7 +42,11 @@ pub fn build_environ<'py>(
         None => environ.set_item(consts.request_method.bind(py), latin1(py, method)?)?,
     }
     let (path, query) = split_target(head.target(buf));
-    environ.set_item(consts.path_info.bind(py), latin1(py, &percent_decode(path))?)?;
+    let path = percent_decode(path);
+    environ.set_item(
+        consts.path_info.bind(py),
+        latin1(py, strip_root(&path, &rules.root_path))?,
+    )?;
     environ.set_item(consts.query_string.bind(py), latin1(py, query)?)?;
     let protocol = if head.minor_version == 0 {
         &consts.http_10
@@ -85,7 +100,36 @@ pub fn build_environ<'py>(
     if let Some(len) = content_length {
         environ.set_item(consts.content_length.bind(py), len.to_string())?;
     }
+    let peer_trusted = match peer {
+        Peer::Ip(addr) => rules.trusted.contains(addr.ip()),
+        // A unix socket is reachable only from this machine: the proxy in front of it is trusted.
+        Peer::Unix => true,
+    };
+    if peer_trusted {
+        let headers = head
+            .headers
+            .iter()
+            .map(|h| (&buf[h.name.clone()], &buf[h.value.clone()]));
+        let info = client_info(headers, &rules.trusted);
+        if let Some(addr) = info.addr {
+            environ.set_item(consts.remote_addr.bind(py), addr)?;
+        }
+        if let Some(scheme) = info.scheme {
+            environ.set_item(consts.url_scheme.bind(py), scheme)?;
+        }
+        if let Some(host) = info.host {
+            environ.set_item(consts.http_host.bind(py), host)?;
+        }
+    }
     Ok(environ)
+}
+
+/// PATH_INFO without the mount point, when the request is under it.
+fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
+    match path.strip_prefix(root) {
+        Some(rest) if !root.is_empty() && (rest.is_empty() || rest.starts_with(b"/")) => rest,
+        _ => path,
+    }
 }
 
 fn repeated_earlier(earlier: &[HeaderRange], name: &[u8], buf: &[u8]) -> bool {

@@ -84,6 +84,16 @@ impl StartResponse {
         }
     }
 
+    /// The status the app chose (if any) and the body bytes sent, for the access log.
+    pub fn summary(&self) -> (String, u64) {
+        let state = self.state.lock();
+        let status = state
+            .prepared
+            .as_ref()
+            .map_or_else(String::new, |p| String::from_utf8_lossy(&p.status).into_owned());
+        (status, state.sent.map_or(0, |s| s.body_bytes))
+    }
+
     /// True once the status line left.
     #[must_use]
     pub fn headers_sent(&self) -> bool {
