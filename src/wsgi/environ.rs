@@ -14,9 +14,9 @@ use super::consts::PyConsts;
 /// Per-server rules applied while building environ.
 #[derive(Debug, Default)]
 pub struct EnvironRules {
-    /// Peers whose `Forwarded`/`X-Forwarded-*` headers set REMOTE_ADDR, `wsgi.url_scheme` and HTTP_HOST.
+    /// Peers whose `Forwarded`/`X-Forwarded-*` headers set `REMOTE_ADDR`, `wsgi.url_scheme` and `HTTP_HOST`.
     pub trusted: TrustedProxies,
-    /// Mount point (already SCRIPT_NAME in the template); removed from the start of PATH_INFO.
+    /// Mount point (already `SCRIPT_NAME` in the template); removed from the start of `PATH_INFO`.
     pub root_path: Vec<u8>,
 }
 
