@@ -25,6 +25,7 @@ pub struct EnvironRules {
 ///
 /// # Errors
 /// Python allocation failures.
+#[allow(clippy::too_many_arguments)] // one caller, on the hot path: no struct to pack and unpack
 pub fn build_environ<'py>(
     py: Python<'py>,
     consts: &PyConsts,
@@ -124,7 +125,7 @@ pub fn build_environ<'py>(
     Ok(environ)
 }
 
-/// PATH_INFO without the mount point, when the request is under it.
+/// `PATH_INFO` without the mount point, when the request is under it.
 fn strip_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
     match path.strip_prefix(root) {
         Some(rest) if !root.is_empty() && (rest.is_empty() || rest.starts_with(b"/")) => rest,
