@@ -148,7 +148,10 @@ fn strip_port(hop: &[u8]) -> &[u8] {
     if let Some(rest) = hop.strip_prefix(b"[") {
         return rest.iter().position(|&b| b == b']').map_or(rest, |end| &rest[..end]);
     }
-    match (hop.iter().position(|&b| b == b':'), hop.iter().rposition(|&b| b == b':')) {
+    match (
+        hop.iter().position(|&b| b == b':'),
+        hop.iter().rposition(|&b| b == b':'),
+    ) {
         (Some(first), Some(last)) if first == last => &hop[..first],
         _ => hop,
     }
