@@ -85,6 +85,11 @@ impl PyServer {
         self.inner.shutdown(graceful);
     }
 
+    /// True once the server began stopping (by `shutdown` or after `max_requests`).
+    fn draining(&self) -> bool {
+        self.inner.draining()
+    }
+
     /// Open client connections.
     fn connection_count(&self) -> usize {
         self.inner.connection_count()

@@ -26,6 +26,9 @@ pub struct ServerConfig {
     /// Answered by the server itself, without Python: 200, or 503 while draining.
     #[pyo3(default)]
     pub health_path: Option<String>,
+    /// Stop gracefully after this many responses (0: never); the supervisor starts a replacement.
+    #[pyo3(default)]
+    pub max_requests: u64,
     /// Called after each response with (environ, status, body bytes sent, seconds taken); None when off.
     #[pyo3(default)]
     pub access_log: Option<Py<PyAny>>,
@@ -37,6 +40,7 @@ impl ServerConfig {
         LoopConfig {
             threads: self.threads.max(1),
             health_path: self.health_path.clone().filter(|p| !p.is_empty()),
+            max_requests: self.max_requests,
             keep_alive: Duration::from_secs_f64(self.keep_alive.max(0.0)),
             limits: Limits {
                 request_line: self.limit_request_line,

@@ -55,6 +55,8 @@ pub struct LoopConfig {
     pub limits: Limits,
     /// Path answered by the loop itself, never reaching the app.
     pub health_path: Option<String>,
+    /// Drain and stop after this many responses (0: never).
+    pub max_requests: u64,
 }
 
 /// A running server: threads, poll, connections.
@@ -178,13 +180,13 @@ impl Server {
     /// Begins stopping. Graceful: stop accepting, close idle connections, finish the requests in progress.
     /// Thread-safe and non-blocking.
     pub fn shutdown(&self, graceful: bool) {
-        if !graceful {
-            self.shared.aborted.store(true, Ordering::SeqCst);
-        }
-        self.shared.draining.store(true, Ordering::SeqCst);
-        // A failed wake only delays shutdown until the next poll timeout.
-        let _ = self.shared.waker.wake();
-        self.shared.wake_all();
+        self.shared.begin_shutdown(graceful);
+    }
+
+    /// True once a shutdown began, by request or after `max_requests`.
+    #[must_use]
+    pub fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
     }
 
     /// Waits up to `timeout` for every thread to exit; true once they all have. `block` runs the wait.
@@ -252,6 +254,16 @@ impl Shared {
             }
             worker.blocking(&mut || self.sleep());
         }
+    }
+
+    fn begin_shutdown(&self, graceful: bool) {
+        if !graceful {
+            self.aborted.store(true, Ordering::SeqCst);
+        }
+        self.draining.store(true, Ordering::SeqCst);
+        // A failed wake only delays shutdown until the next poll timeout.
+        let _ = self.waker.wake();
+        self.wake_all();
     }
 
     fn thread_exited(&self) {
@@ -384,6 +396,9 @@ impl Shared {
                     });
                     if conn.io.lock().stream.is_none() {
                         self.conns.remove(&conn);
+                    } else if self.draining.load(Ordering::Acquire) && conn.notify() {
+                        // No readiness event will be polled for it any more: read what it sent now.
+                        self.drive_and_queue(&conn);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -396,6 +411,10 @@ impl Shared {
 
     /// Once draining: stop listening, close idle connections, and stop when none is left.
     fn drain_step(&self, listeners: &mut Vec<Listener>) {
+        // Connections already queued in the kernel are taken and answered (with `Connection: close`), not reset.
+        for index in 0..listeners.len() {
+            self.accept(listeners, index);
+        }
         for mut listener in listeners.drain(..) {
             // The socket is closed right after; deregistering only keeps epoll tidy.
             let _ = self.registry.deregister(listener.source());
@@ -422,7 +441,8 @@ impl Shared {
     /// Closes connections idle past keep-alive, heads that take too long, and lingering closes.
     fn expire_idle(&self) {
         let now = self.now();
-        let keep_alive = self.config.keep_alive.as_secs();
+        // The clock ticks in whole seconds; round up so a fractional keep-alive never becomes zero.
+        let keep_alive = self.config.keep_alive.as_secs() + u64::from(self.config.keep_alive.subsec_nanos() > 0);
         for conn in self.conns.all() {
             let age = now.saturating_sub(conn.last_active());
             if age < keep_alive.min(LINGER_SECS) {
@@ -596,7 +616,11 @@ impl Shared {
             self.enter_app();
             let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
             self.in_app.fetch_sub(1, Ordering::AcqRel);
-            self.completed.fetch_add(1, Ordering::AcqRel);
+            let completed = self.completed.fetch_add(1, Ordering::AcqRel) + 1;
+            if self.config.max_requests != 0 && completed == self.config.max_requests {
+                // Recycling: stop taking new work and let the supervisor start a fresh process.
+                self.begin_shutdown(true);
+            }
             let outcome = outcome.unwrap_or_else(|_| {
                 let _ = catch_unwind(AssertUnwindSafe(|| worker.on_panic(&mut exchange)));
                 Outcome::Close
