@@ -89,6 +89,7 @@ pub enum Peer {
 
 /// The socket and buffered bytes of a connection; only its owner touches it.
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent flags of one connection, each set in one place
 pub struct ConnIo {
     /// `None` once the connection is closed.
     pub stream: Option<Stream>,
@@ -101,7 +102,14 @@ pub struct ConnIo {
     pub continue_sent: bool,
     /// Our side is shut down; remaining input is read and dropped until the peer closes.
     pub closing: bool,
+    /// The tail of a finished response the client was not ready to take; the poller sends it.
+    out: Vec<u8>,
+    /// Close once `out` is sent instead of reading the next request.
+    pub close_after_flush: bool,
 }
+
+/// Largest response tail parked for the poller; beyond it the answering thread waits for the client.
+pub const OUT_BUFFER: usize = 256 * 1024;
 
 /// Result of one read attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -197,6 +205,71 @@ impl ConnIo {
         Ok(())
     }
 
+    /// Like `write_all_vectored`, for the last bytes of a response: when the socket is full and what is left
+    /// fits in `OUT_BUFFER`, it is parked for the poller to send, so a slow reader holds no thread.
+    ///
+    /// # Errors
+    /// As `write_all_vectored`.
+    pub fn write_or_park(
+        &mut self,
+        bufs: &mut [IoSlice<'_>],
+        wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut bufs = bufs;
+        IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            match stream.write_vectored(bufs) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left: usize = bufs.iter().map(|b| b.len()).sum();
+                    if left <= OUT_BUFFER {
+                        for buf in bufs.iter() {
+                            self.out.extend_from_slice(buf);
+                        }
+                        return Ok(());
+                    }
+                    wait(stream.raw_fd())?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// True while a parked response tail waits to be sent.
+    #[must_use]
+    pub fn has_pending_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Sends as much of the parked tail as the socket takes; true once all of it is gone.
+    ///
+    /// # Errors
+    /// Socket errors other than `WouldBlock`.
+    pub fn flush_pending(&mut self) -> io::Result<bool> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        while !self.out.is_empty() {
+            match stream.write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.out = Vec::new();
+        Ok(true)
+    }
+
     /// Best-effort write of a small response that must not block (errors from the server itself).
     pub fn write_nonblocking(&mut self, bytes: &[u8]) {
         if let Some(stream) = self.stream.as_mut() {
@@ -263,6 +336,8 @@ impl Conn {
                 drained: false,
                 continue_sent: false,
                 closing: false,
+                out: Vec::new(),
+                close_after_flush: false,
             }),
             state: AtomicU8::new(0),
             last_active: AtomicU64::new(now),

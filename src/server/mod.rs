@@ -46,6 +46,8 @@ pub const BUFFER_BODY: usize = 64 * 1024;
 const LINGER_SECS: u64 = 2;
 /// A client must finish its request head within this time.
 const HEAD_TIMEOUT_SECS: u64 = 30;
+/// A client that takes no bytes of a parked response for this long is dropped.
+const WRITE_TIMEOUT_SECS: u64 = 30;
 
 /// Settings the loop needs; the WSGI layer converts the Python config into this.
 #[derive(Debug, Clone)]
@@ -385,9 +387,11 @@ impl Shared {
                 Ok((mut stream, peer)) => {
                     let now = self.now();
                     let conn = self.conns.insert(|token| {
-                        let registered = self
-                            .registry
-                            .register(stream.source(), Token(token), Interest::READABLE);
+                        let registered = self.registry.register(
+                            stream.source(),
+                            Token(token),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
                         let conn = Conn::new(token, index, peer, stream, now);
                         if registered.is_err() {
                             conn.io.lock().stream = None;
@@ -423,7 +427,7 @@ impl Shared {
         for conn in self.conns.all() {
             if aborted || conn.try_claim() {
                 let mut io = conn.io.lock();
-                if aborted || io.data().is_empty() || io.closing {
+                if aborted || (io.data().is_empty() && !io.has_pending_output()) || io.closing {
                     self.close(&conn, &mut io);
                 } else {
                     drop(io);
@@ -454,6 +458,8 @@ impl Shared {
             let mut io = conn.io.lock();
             let expired = if io.closing {
                 age >= LINGER_SECS
+            } else if io.has_pending_output() {
+                age >= WRITE_TIMEOUT_SECS
             } else if io.data().is_empty() {
                 age >= keep_alive
             } else {
@@ -487,6 +493,31 @@ impl Shared {
         loop {
             if conn.take_seen() {
                 io.drained = false;
+            }
+            if io.has_pending_output() {
+                match io.flush_pending() {
+                    Ok(true) => {
+                        conn.touch(self.now());
+                        if io.close_after_flush {
+                            io.close_after_flush = false;
+                            io.begin_close();
+                        }
+                        continue;
+                    }
+                    // The rest goes when the client makes room (a writable edge).
+                    Ok(false) => {
+                        drop(io);
+                        if conn.release() {
+                            return Drive::Done;
+                        }
+                        io = conn.io.lock();
+                        continue;
+                    }
+                    Err(_) => {
+                        self.close(conn, &mut io);
+                        return Drive::Done;
+                    }
+                }
             }
             if io.closing {
                 if io.discard_input() {
@@ -633,7 +664,11 @@ impl Shared {
             }
             if outcome == Outcome::Close || self.aborted.load(Ordering::Acquire) {
                 let mut io = conn.io.lock();
-                io.begin_close();
+                if io.has_pending_output() {
+                    io.close_after_flush = true;
+                } else {
+                    io.begin_close();
+                }
                 drop(io);
                 if !conn.release() {
                     self.drive_and_queue(&conn);

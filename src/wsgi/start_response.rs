@@ -204,8 +204,14 @@ impl StartResponse {
         let complete = matches!(sent.framing, Framing::AppLength(len) if sent.body_bytes >= len);
         if !slices.is_empty() {
             let mut io = self.conn.io.lock();
-            io.write_all_vectored(&mut slices, &mut |fd| py.detach(|| wait_fd(fd, true, SEND_TIMEOUT)))
-                .map_err(SendError::Io)?;
+            let mut wait = |fd| py.detach(|| wait_fd(fd, true, SEND_TIMEOUT));
+            // The end of a response may be parked for the poller, so a slow reader holds no app thread.
+            let written = if last {
+                io.write_or_park(&mut slices, &mut wait)
+            } else {
+                io.write_all_vectored(&mut slices, &mut wait)
+            };
+            written.map_err(SendError::Io)?;
         }
         Ok(complete)
     }
