@@ -1,0 +1,65 @@
+"""Slow and greedy clients must not starve a normal one: trickled heads stay in the event loop, and responses to
+clients that stop reading are parked for the event loop instead of holding the only application thread."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from conftest import raw_request
+
+# Generous on purpose (the machine is shared); the normal answer takes milliseconds.
+PROMPT = 1.0
+
+
+def ask_small(port: int) -> bytes:
+    return raw_request(port, b'GET /small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n', timeout=PROMPT)
+
+
+def test_clients_that_never_read_do_not_block_a_normal_client(serve):
+    served = serve('sized:app', '--threads', '1')
+    hogs = []
+    try:
+        for _ in range(100):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(('127.0.0.1', served.port))
+            sock.sendall(b'GET /big HTTP/1.1\r\nHost: t\r\n\r\n' * 3)
+            hogs.append(sock)
+        response = ask_small(served.port)
+        assert response.startswith(b'HTTP/1.1 200 OK\r\n')
+        assert response.endswith(b'\r\n\r\nsmall')
+        # A hog that starts reading gets all three responses, whole and in order.
+        hog = hogs[0]
+        hog.settimeout(10)
+        received = b''
+        while len(received) < 3 * 200_000:
+            chunk = hog.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+        assert received.count(b'HTTP/1.1 200 OK\r\n') == 3
+        assert received.count(b'x') == 3 * 200_000
+    finally:
+        for sock in hogs:
+            sock.close()
+
+
+def test_trickling_heads_do_not_block_a_normal_client(serve):
+    served = serve('sized:app', '--threads', '1')
+    tricklers = []
+    try:
+        for _ in range(1000):
+            sock = socket.create_connection(('127.0.0.1', served.port))
+            sock.sendall(b'G')
+            tricklers.append(sock)
+        head = b'ET / HTTP/1.1\r\nHost: t\r\n'
+        for i in range(3):
+            for sock in tricklers:
+                sock.sendall(head[i : i + 1])
+            response = ask_small(served.port)
+            assert response.startswith(b'HTTP/1.1 200 OK\r\n'), response[:80]
+            time.sleep(1)
+    finally:
+        for sock in tricklers:
+            sock.close()
