@@ -90,6 +90,17 @@ impl PyServer {
         self.inner.draining()
     }
 
+    /// Counters: `timed_out` (requests that passed `--timeout`), `stuck` (those still in the app), `shed`
+    /// (answered 503 for lack of capacity).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (timed_out, stuck) = self.inner.deadline_stats();
+        let stats = PyDict::new(py);
+        stats.set_item("timed_out", timed_out)?;
+        stats.set_item("stuck", stuck)?;
+        stats.set_item("shed", self.inner.shed_count())?;
+        Ok(stats)
+    }
+
     /// Open client connections.
     fn connection_count(&self) -> usize {
         self.inner.connection_count()

@@ -29,6 +29,18 @@ pub struct ServerConfig {
     /// Stop gracefully after this many responses (0: never); the supervisor starts a replacement.
     #[pyo3(default)]
     pub max_requests: u64,
+    /// Seconds a request may spend in the application before the client gets 504 (0: no deadline).
+    #[pyo3(default)]
+    pub timeout: f64,
+    /// Open connections beyond which accepting pauses (0: no limit).
+    #[pyo3(default)]
+    pub max_connections: usize,
+    /// Requests waiting for a free thread beyond which new ones get 503 at once (0: the built-in 1024).
+    #[pyo3(default)]
+    pub max_queue: usize,
+    /// Seconds a request may wait for a free thread before it is answered 503 (0: no limit).
+    #[pyo3(default)]
+    pub max_queue_wait: f64,
     /// Called after each response with (environ, status, body bytes sent, seconds taken); None when off.
     #[pyo3(default)]
     pub access_log: Option<Py<PyAny>>,
@@ -41,6 +53,10 @@ impl ServerConfig {
             threads: self.threads.max(1),
             health_path: self.health_path.clone().filter(|p| !p.is_empty()),
             max_requests: self.max_requests,
+            timeout: (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)),
+            max_connections: self.max_connections,
+            max_queue: if self.max_queue == 0 { 1024 } else { self.max_queue },
+            max_queue_wait: (self.max_queue_wait > 0.0).then(|| Duration::from_secs_f64(self.max_queue_wait)),
             keep_alive: Duration::from_secs_f64(self.keep_alive.max(0.0)),
             limits: Limits {
                 request_line: self.limit_request_line,

@@ -69,3 +69,20 @@ pub fn dup_owned(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     // SAFETY: `new` is a freshly duplicated descriptor that nothing else owns.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
 }
+
+/// The calling thread's OS identity, as Python's `threading.get_ident()` reports it.
+#[must_use]
+pub fn thread_ident() -> u64 {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    let id = unsafe { libc::pthread_self() };
+    id as u64
+}
+
+/// Shuts a socket for writing (the peer sees the end of the stream); errors are irrelevant here.
+pub fn shutdown_write(fd: RawFd) {
+    // SAFETY: shutdown on a descriptor is memory-safe whatever the descriptor is; the caller guarantees it is
+    // still the socket it means.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
+    }
+}

@@ -109,10 +109,21 @@ pub fn encode_error(err: HttpError) -> Vec<u8> {
 /// A complete plain-text response with a known body, as used for errors the server answers itself.
 #[must_use]
 pub fn encode_simple(minor_version: u8, status: &[u8], body: &[u8], keep_alive: bool) -> Vec<u8> {
+    encode_plain(minor_version, status, b"", body, keep_alive)
+}
+
+/// Like `encode_simple` with extra header lines (`Name: value\r\n`), closing the connection.
+#[must_use]
+pub fn encode_simple_with(minor_version: u8, status: &[u8], extra_headers: &[u8], body: &[u8]) -> Vec<u8> {
+    encode_plain(minor_version, status, extra_headers, body, false)
+}
+
+fn encode_plain(minor_version: u8, status: &[u8], extra_headers: &[u8], body: &[u8], keep_alive: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.len());
-    let headers = b"Content-Type: text/plain; charset=utf-8\r\n";
+    let mut headers = b"Content-Type: text/plain; charset=utf-8\r\n".to_vec();
+    headers.extend_from_slice(extra_headers);
     let options = HeadOptions::new(minor_version, Framing::KnownLength(body.len() as u64 + 1), keep_alive);
-    encode_head(&mut out, status, headers, &options);
+    encode_head(&mut out, status, &headers, &options);
     out.extend_from_slice(body);
     out.push(b'\n');
     out

@@ -8,7 +8,7 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use mio::net::{TcpStream, UnixStream};
 use parking_lot::Mutex;
@@ -315,6 +315,10 @@ pub struct Conn {
     pub listener: usize,
     pub peer: Peer,
     pub io: Mutex<ConnIo>,
+    /// The socket's descriptor, for the request-deadline watcher, which may not take `io` from its owner.
+    pub fd: RawFd,
+    /// Set once the head of the current response left (a timed-out request can then no longer get a 504).
+    pub response_started: AtomicBool,
     state: AtomicU8,
     /// Coarse clock second of the last activity, for idle and read timeouts.
     last_active: AtomicU64,
@@ -328,6 +332,8 @@ impl Conn {
             token,
             listener,
             peer,
+            fd: stream.raw_fd(),
+            response_started: AtomicBool::new(false),
             io: Mutex::new(ConnIo {
                 stream: Some(stream),
                 buf: vec![0; INITIAL_BUFFER],

@@ -26,6 +26,8 @@ pub struct Exchange {
     /// after it has read the head.
     pub consumed: usize,
     pub body: Body,
+    /// When it was queued, if queue waits are limited (`--max-queue-wait`).
+    pub queued_at: Option<std::time::Instant>,
 }
 
 /// Whether the connection may carry another request after this response.
@@ -49,6 +51,8 @@ pub trait Worker {
     fn handle(&self, exchange: &mut Exchange, control: &dyn Control) -> Outcome;
     /// Answers after a panic inside `handle`, best effort.
     fn on_panic(&self, exchange: &mut Exchange);
+    /// Reports requests that passed their deadline (where their threads are stuck).
+    fn report_overdue(&self, overdue: &[super::deadline::Overdue]);
 }
 
 /// Builds one `Worker` per server thread for the thread's whole life.

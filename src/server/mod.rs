@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod connection;
+pub mod deadline;
 pub mod handler;
 pub mod listener;
 pub mod slab;
@@ -26,10 +27,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::{Condvar, Mutex};
 
 use crate::http::body::decode_complete;
-use crate::http::response::{encode_error, encode_simple, CONTINUE};
+use crate::http::response::{encode_error, encode_simple, encode_simple_with, CONTINUE};
 use crate::http::{parse_request, BodyDecoder, BodyKind, HttpError, Limits, Parsed, RequestHead};
 
 use connection::{Conn, ConnIo, ReadStatus};
+use deadline::{Deadlines, Overdue};
 pub use handler::{Body, Control, Exchange, Handler, Outcome, Worker};
 use listener::Listener;
 use slab::Slab;
@@ -52,6 +54,7 @@ const WRITE_TIMEOUT_SECS: u64 = 30;
 /// Settings the loop needs; the WSGI layer converts the Python config into this.
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
+    /// Requests that may be inside the application at once; the loop runs one thread more than this.
     pub threads: usize,
     pub keep_alive: Duration,
     pub limits: Limits,
@@ -59,6 +62,14 @@ pub struct LoopConfig {
     pub health_path: Option<String>,
     /// Drain and stop after this many responses (0: never).
     pub max_requests: u64,
+    /// Per-request deadline inside the application (`--timeout`); None: no deadline.
+    pub timeout: Option<Duration>,
+    /// Open connections beyond which accepting pauses (the kernel backlog holds the rest); 0: no limit.
+    pub max_connections: usize,
+    /// Requests waiting for a thread beyond which new ones are answered 503 at once.
+    pub max_queue: usize,
+    /// A request waiting longer than this for a thread is answered 503 instead; None: no limit.
+    pub max_queue_wait: Option<Duration>,
 }
 
 /// A running server: threads, poll, connections.
@@ -90,6 +101,13 @@ struct Shared {
     completed: AtomicU64,
     idle: Mutex<Idle>,
     watcher_deep: AtomicBool,
+    deadlines: Deadlines,
+    /// Requests answered 503 because the queue was full or they waited too long.
+    shed: AtomicU64,
+    /// Accepting stopped at `max_connections`; resumed when connections close.
+    accept_paused: AtomicBool,
+    /// Requests that passed their deadline, waiting for a thread that can reach Python to report them.
+    overdue: Mutex<Vec<Overdue>>,
     /// The watcher waits here.
     watch_cv: Condvar,
     /// Other idle threads wait here.
@@ -140,6 +158,10 @@ impl Server {
             completed: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
+            deadlines: Deadlines::default(),
+            shed: AtomicU64::new(0),
+            accept_paused: AtomicBool::new(false),
+            overdue: Mutex::new(Vec::new()),
             watch_cv: Condvar::new(),
             spare_cv: Condvar::new(),
             done_cv: Condvar::new(),
@@ -157,7 +179,8 @@ impl Server {
     /// Thread creation failures.
     pub fn start(&self, handler: &Arc<dyn Handler>) -> io::Result<()> {
         let mut threads = self.threads.lock();
-        for i in 0..self.shared.config.threads.max(1) {
+        // One thread more than may run the app: see `thread_main`.
+        for i in 0..=self.shared.config.threads.max(1) {
             let shared = self.shared.clone();
             let handler = handler.clone();
             shared.idle.lock().running_threads += 1;
@@ -183,6 +206,18 @@ impl Server {
     /// Thread-safe and non-blocking.
     pub fn shutdown(&self, graceful: bool) {
         self.shared.begin_shutdown(graceful);
+    }
+
+    /// Counters: requests past their deadline so far, those still inside the application.
+    #[must_use]
+    pub fn deadline_stats(&self) -> (u64, usize) {
+        (self.shared.deadlines.timed_out_total(), self.shared.deadlines.stuck())
+    }
+
+    /// Requests answered 503 for lack of capacity so far.
+    #[must_use]
+    pub fn shed_count(&self) -> u64 {
+        self.shared.shed.load(Ordering::Relaxed)
     }
 
     /// True once a shutdown began, by request or after `max_requests`.
@@ -244,7 +279,13 @@ impl Shared {
             if self.stopped.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire) {
                 return;
             }
-            let job = self.queue.lock().pop_front();
+            // `threads` may run the app at once; the one thread beyond them keeps polling, so the server still
+            // accepts, sheds and answers health checks while the app is saturated.
+            let job = if self.in_app.load(Ordering::Acquire) >= self.config.threads {
+                None
+            } else {
+                self.queue.lock().pop_front()
+            };
             if let Some(exchange) = job {
                 self.run(exchange, worker);
                 continue;
@@ -255,6 +296,10 @@ impl Shared {
                 continue;
             }
             worker.blocking(&mut || self.sleep());
+            let overdue = std::mem::take(&mut *self.overdue.lock());
+            if !overdue.is_empty() {
+                worker.report_overdue(&overdue);
+            }
         }
     }
 
@@ -314,6 +359,13 @@ impl Shared {
             }
             let now = self.completed.load(Ordering::Acquire);
             let in_app = self.in_app.load(Ordering::Acquire);
+            if let (Some(timeout), true) = (self.config.timeout, in_app > 0) {
+                let overdue = self.deadlines.expire(timeout);
+                if !overdue.is_empty() {
+                    self.overdue.lock().extend(overdue);
+                    break;
+                }
+            }
             let work_waiting = !self.queue.lock().is_empty() || !self.poll.is_locked();
             if now == last && in_app > 0 && work_waiting {
                 break;
@@ -349,7 +401,12 @@ impl Shared {
             listeners,
             last_scan,
         } = state;
-        if let Err(e) = poll.poll(events, Some(Duration::from_secs(1))) {
+        // Wake often enough to shed requests that waited too long, else once a second for the timers.
+        let timeout = match self.config.max_queue_wait {
+            Some(limit) if !self.queue.lock().is_empty() => (limit / 4).max(Duration::from_millis(5)),
+            _ => Duration::from_secs(1),
+        };
+        if let Err(e) = poll.poll(events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -369,9 +426,15 @@ impl Shared {
                 }
             }
         }
+        if self.accept_paused.load(Ordering::Acquire) && !self.at_connection_limit() {
+            // Edge-triggered listeners will not report the connections left queued while paused.
+            self.accept_paused.store(false, Ordering::Release);
+            accept_from = (0..listeners.len()).collect();
+        }
         for index in accept_from {
             self.accept(listeners, index);
         }
+        self.shed_stale();
         if self.draining.load(Ordering::Acquire) {
             self.drain_step(listeners);
         } else if self.now() != *last_scan {
@@ -383,6 +446,10 @@ impl Shared {
     fn accept(&self, listeners: &[Listener], index: usize) {
         let Some(listener) = listeners.get(index) else { return };
         loop {
+            if self.at_connection_limit() {
+                self.accept_paused.store(true, Ordering::Release);
+                return;
+            }
             match listener.accept() {
                 Ok((mut stream, peer)) => {
                     let now = self.now();
@@ -479,11 +546,64 @@ impl Shared {
     fn close(&self, conn: &Conn, io: &mut ConnIo) {
         io.stream = None;
         self.conns.remove(conn);
+        if self.accept_paused.load(Ordering::Acquire) {
+            // Room again: let the poller take connections the kernel queued meanwhile.
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn at_connection_limit(&self) -> bool {
+        self.config.max_connections != 0 && self.conns.len() >= self.config.max_connections
     }
 
     fn drive_and_queue(&self, conn: &Arc<Conn>) {
         if let Drive::Request(exchange) = self.drive(conn) {
-            self.queue.lock().push_back(exchange);
+            let mut queue = self.queue.lock();
+            if queue.len() < self.config.max_queue.max(1) {
+                queue.push_back(exchange);
+            } else {
+                drop(queue);
+                self.shed(exchange);
+            }
+        }
+    }
+
+    /// Answers a request the server has no capacity for: 503 with `Retry-After`, from Rust, without the app.
+    fn shed(&self, exchange: Exchange) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        let conn = exchange.conn;
+        let mut io = conn.io.lock();
+        let response = encode_simple_with(
+            exchange.head.minor_version,
+            b"503 Service Unavailable",
+            b"Retry-After: 1\r\n",
+            b"server busy, retry shortly",
+        );
+        io.write_nonblocking(&response);
+        io.begin_close();
+        drop(io);
+        if !conn.release() {
+            self.drive_and_queue(&conn);
+        }
+    }
+
+    /// Sheds queued requests that waited longer than `max_queue_wait`.
+    fn shed_stale(&self) {
+        let Some(limit) = self.config.max_queue_wait else {
+            return;
+        };
+        loop {
+            let stale = {
+                let mut queue = self.queue.lock();
+                match queue.front().and_then(|e| e.queued_at) {
+                    Some(at) if at.elapsed() > limit => queue.pop_front(),
+                    _ => None,
+                }
+            };
+            match stale {
+                Some(exchange) => self.shed(exchange),
+                None => return,
+            }
         }
     }
 
@@ -599,11 +719,13 @@ impl Shared {
             (Body::Streaming(BodyDecoder::new(head.body, limits.body)), head_len)
         };
         io.continue_sent = false;
+        let queued_at = self.config.max_queue_wait.map(|_| Instant::now());
         Ok(Some(Exchange {
             conn: conn.clone(),
             head,
             consumed,
             body,
+            queued_at,
         }))
     }
 
@@ -644,9 +766,18 @@ impl Shared {
     /// Answers one request and then keeps serving its connection while requests are already buffered.
     fn run(&self, mut exchange: Exchange, worker: &dyn Worker) {
         loop {
+            exchange.conn.response_started.store(false, Ordering::Release);
+            let ticket = self.config.timeout.map(|_| {
+                let describe = describe(&exchange);
+                self.deadlines
+                    .enter(&exchange.conn, crate::sys::thread_ident(), describe)
+            });
             self.enter_app();
             let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
             self.in_app.fetch_sub(1, Ordering::AcqRel);
+            if let Some(ticket) = ticket {
+                self.deadlines.leave(ticket);
+            }
             let completed = self.completed.fetch_add(1, Ordering::AcqRel) + 1;
             if self.config.max_requests != 0 && completed == self.config.max_requests {
                 // Recycling: stop taking new work and let the supervisor start a fresh process.
@@ -689,4 +820,15 @@ impl Shared {
             self.watch_cv.notify_one();
         }
     }
+}
+
+/// `METHOD target` of a request, for reports about it.
+fn describe(exchange: &Exchange) -> String {
+    let io = exchange.conn.io.lock();
+    let buf = io.data();
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(exchange.head.method(buf)),
+        String::from_utf8_lossy(exchange.head.target(buf))
+    )
 }

@@ -14,6 +14,8 @@ use crate::server::connection::Conn;
 use crate::server::{Body, Control, Exchange, Outcome};
 use crate::sys::regular_file_size;
 
+use crate::server::deadline::Overdue;
+
 use super::consts::PyConsts;
 use super::environ::{build_environ, EnvironRules};
 use super::file_wrapper::FileWrapper;
@@ -150,6 +152,23 @@ impl App {
         outcome
     }
 
+    /// Logs a request that passed its deadline, with the Python stack of the thread still running it.
+    pub fn report_overdue(&self, py: Python<'_>, overdue: &Overdue) {
+        let stack = thread_stack(py, overdue.thread).unwrap_or_else(|_| "(stack unavailable)".into());
+        let logged = self.logger.bind(py).call_method1(
+            "error",
+            (
+                "Request timed out after %.1fs, answered 504: %s\nThe application thread is still running here:\n%s",
+                overdue.elapsed.as_secs_f64(),
+                &overdue.describe,
+                stack,
+            ),
+        );
+        if let Err(err) = logged {
+            err.print(py);
+        }
+    }
+
     fn log_failure(&self, py: Python<'_>, environ: Option<&Bound<'_, PyDict>>, failure: &Failure) {
         let description = environ.map_or_else(String::new, describe_request);
         let logger = self.logger.bind(py);
@@ -172,6 +191,19 @@ impl App {
             err.print(py);
         }
     }
+}
+
+/// The formatted Python stack of the thread whose `threading.get_ident()` is `thread`.
+fn thread_stack(py: Python<'_>, thread: u64) -> PyResult<String> {
+    let frames = py.import("sys")?.call_method0("_current_frames")?;
+    let Some(frame) = frames.cast::<PyDict>()?.get_item(thread)? else {
+        return Ok("(thread has no Python frame)".into());
+    };
+    let lines = py.import("traceback")?.call_method1("format_stack", (frame,))?;
+    lines
+        .try_iter()?
+        .map(|line| line.and_then(|l| l.extract::<String>()))
+        .collect()
 }
 
 fn describe_request(environ: &Bound<'_, PyDict>) -> String {

@@ -10,6 +10,7 @@ pub mod start_response;
 use pyo3::prelude::*;
 
 use crate::http::response::encode_simple;
+use crate::server::deadline::Overdue;
 use crate::server::{Control, Exchange, Handler, Outcome, Worker};
 
 use call::App;
@@ -39,6 +40,12 @@ impl Worker for PyWorker<'_, '_> {
 
     fn handle(&self, exchange: &mut Exchange, control: &dyn Control) -> Outcome {
         self.app.serve(self.py, exchange, control)
+    }
+
+    fn report_overdue(&self, overdue: &[Overdue]) {
+        for request in overdue {
+            self.app.report_overdue(self.py, request);
+        }
     }
 
     fn on_panic(&self, exchange: &mut Exchange) {

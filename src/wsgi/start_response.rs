@@ -126,6 +126,9 @@ impl StartResponse {
             add_date: !prepared.has_date,
             add_server: !prepared.has_server,
         };
+        self.conn
+            .response_started
+            .store(true, std::sync::atomic::Ordering::Release);
         state.head.clear();
         state.head.reserve(prepared.status.len() + prepared.headers.len() + 128);
         encode_head(&mut state.head, &prepared.status, &prepared.headers, &options);
