@@ -1,0 +1,13 @@
+"""Fixture app for deadline and capacity tests: `/sleep?S` sleeps S seconds, anything else answers at once."""
+
+import sys
+import time
+
+
+def app(environ, start_response):
+    if environ['PATH_INFO'] == '/sleep':
+        print('slow request entered the app', file=sys.stderr, flush=True)
+        time.sleep(float(environ['QUERY_STRING'] or '1'))
+    body = b'done'
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]

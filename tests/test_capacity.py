@@ -1,0 +1,81 @@
+"""Deadlines and capacity, enforced in the Rust core: `--timeout` (504 plus the stuck stack in the log),
+`--max-queue-wait` (503 with Retry-After, no app), `--max-connections`, and health checks while the app is busy."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import requests
+from conftest import raw_request
+
+
+def test_timeout_answers_504_logs_the_stack_and_keeps_serving(serve):
+    served = serve('slow:app', '--timeout', '1', '--threads', '2')
+    started = time.monotonic()
+    response = requests.get(f'{served.url}/sleep?4', timeout=10)
+    waited = time.monotonic() - started
+    assert response.status_code == 504
+    # Not a timing assertion on speed: the app sleeps 4 s, so a 504 before that proves the deadline fired.
+    assert waited < 3.5
+    log = served.wait_for_log('Request timed out after')
+    assert 'GET /sleep?4' in log
+    assert 'time.sleep(' in log, 'the stuck thread Python stack is in the log'
+    assert requests.get(f'{served.url}/fast', timeout=10).text == 'done'
+
+
+def test_requests_waiting_too_long_are_shed_with_503(serve):
+    served = serve('slow:app', '--threads', '1', '--max-queue-wait', '0.2', '--health-path', '/healthz')
+    results: list[requests.Response] = []
+
+    def fetch(path: str) -> None:
+        results.append(requests.get(f'{served.url}{path}', timeout=10))
+
+    first = threading.Thread(target=fetch, args=('/sleep?1.5',))
+    first.start()
+    served.wait_for_log('slow request entered the app')  # the only application thread is now busy
+    others = [threading.Thread(target=fetch, args=('/fast',)) for _ in range(3)]
+    for thread in others:
+        thread.start()
+    # The health check is answered by the core even while the only app thread is busy.
+    health = requests.get(f'{served.url}/healthz', timeout=5)
+    assert (health.status_code, health.text) == (200, 'ok\n')
+    for thread in [first, *others]:
+        thread.join()
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 503, 503, 503]
+    for response in results:
+        if response.status_code == 503:
+            assert response.headers['Retry-After'] == '1'
+            assert response.headers['Connection'] == 'close'
+
+
+def test_max_connections_leaves_extra_clients_in_the_backlog(serve):
+    served = serve('slow:app', '--max-connections', '2')
+    holders = [socket.create_connection(('127.0.0.1', served.port)) for _ in range(2)]
+    try:
+        for holder in holders:
+            holder.sendall(b'GET /fast HTTP/1.1\r\nHost: t\r\n\r\n')
+            assert holder.recv(4096).startswith(b'HTTP/1.1 200 OK')
+        # A third client connects (the kernel queues it) but is not served while two connections are open.
+        waiting = socket.create_connection(('127.0.0.1', served.port))
+        waiting.settimeout(0.5)
+        waiting.sendall(b'GET /fast HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')
+        try:
+            early = waiting.recv(4096)
+        except TimeoutError:
+            early = b''
+        assert early == b''
+        # Once one connection closes, the queued client is taken and answered.
+        holders.pop().close()
+        waiting.settimeout(10)
+        answer = b''
+        while chunk := waiting.recv(4096):
+            answer += chunk
+        assert answer.startswith(b'HTTP/1.1 200 OK')
+        waiting.close()
+    finally:
+        for holder in holders:
+            holder.close()
+    assert raw_request(served.port, b'GET /fast HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n').endswith(b'done')
