@@ -138,24 +138,17 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
     let mut seen_request_line = false;
     loop {
         let rest = &buf[line_start..];
-        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-            check_line(rest, seen_request_line, limits)?;
-            if rest.ends_with(b"\r") {
-                check_bare_cr(&rest[..rest.len() - 1])?;
-            } else {
-                check_bare_cr(rest)?;
-            }
-            return Ok(None);
+        let lf = rest.iter().position(|&b| b == b'\n');
+        // The line without its terminator. While incomplete, a final CR may be the start of CRLF.
+        let (content, bare_lf) = match lf {
+            Some(lf) if lf > 0 && rest[lf - 1] == b'\r' => (&rest[..lf - 1], false),
+            Some(lf) => (&rest[..lf], true),
+            None => (rest.strip_suffix(b"\r").unwrap_or(rest), false),
         };
-        // RFC 9112 §2.2: a bare LF or CR is refused rather than guessed at.
-        if lf == 0 || rest[lf - 1] != b'\r' {
-            return Err(HttpError::BadRequest("bare LF in request head"));
-        }
-        let line = &rest[..lf - 1];
-        check_bare_cr(line)?;
-        check_line(line, seen_request_line, limits)?;
+        check_line(content, bare_lf, seen_request_line, limits)?;
+        let Some(lf) = lf else { return Ok(None) };
         line_start += lf + 1;
-        if line.is_empty() {
+        if content.is_empty() {
             if seen_request_line {
                 return Ok(Some(line_start));
             }
@@ -172,22 +165,21 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
     }
 }
 
-fn check_line(line: &[u8], seen_request_line: bool, limits: &Limits) -> Result<(), HttpError> {
-    if !seen_request_line {
-        if line.len() > limits.request_line {
-            return Err(HttpError::UriTooLong);
-        }
-    } else if line.len() > limits.field_size {
-        return Err(HttpError::HeaderFieldsTooLarge);
+/// Checks one head line (without its line end). Of several faults, the one whose byte comes first in the
+/// stream is reported, so the answer does not depend on where a read happened to split the request.
+fn check_line(content: &[u8], bare_lf: bool, seen_request_line: bool, limits: &Limits) -> Result<(), HttpError> {
+    let (limit, too_long) = if seen_request_line {
+        (limits.field_size, HttpError::HeaderFieldsTooLarge)
+    } else {
+        (limits.request_line, HttpError::UriTooLong)
+    };
+    // RFC 9112 §2.2: a bare CR or LF is refused rather than guessed at.
+    match content.iter().position(|&b| b == b'\r') {
+        Some(cr) if cr <= limit => Err(HttpError::BadRequest("bare CR in request head")),
+        _ if content.len() > limit => Err(too_long),
+        _ if bare_lf => Err(HttpError::BadRequest("bare LF in request head")),
+        _ => Ok(()),
     }
-    Ok(())
-}
-
-fn check_bare_cr(line: &[u8]) -> Result<(), HttpError> {
-    if line.contains(&b'\r') {
-        return Err(HttpError::BadRequest("bare CR in request head"));
-    }
-    Ok(())
 }
 
 /// RFC 9112 §3.2: origin-form, absolute-form, authority-form (CONNECT) or asterisk-form (OPTIONS).
@@ -358,5 +350,66 @@ impl RequestHead {
     #[must_use]
     pub fn target<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.target.clone()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(buf: &[u8], limits: &Limits) -> Result<bool, HttpError> {
+        parse_request(buf, limits).map(|parsed| matches!(parsed, Parsed::Complete(_)))
+    }
+
+    #[test]
+    fn line_exactly_at_the_limit_is_accepted_whatever_the_split() {
+        let request = b"GET /abcdefghijklm HTTP/1.1\r\nHost: abcdefghijklmnopqrstuvwxyz\r\n\r\n";
+        let limits = Limits {
+            request_line: 27,
+            field_size: 32,
+            ..Limits::default()
+        };
+        assert_eq!(outcome(request, &limits), Ok(true));
+        for cut in 0..request.len() {
+            assert_eq!(outcome(&request[..cut], &limits), Ok(false), "prefix of {cut} bytes");
+        }
+        let tighter = Limits {
+            request_line: 26,
+            ..limits
+        };
+        assert_eq!(outcome(request, &tighter), Err(HttpError::UriTooLong));
+    }
+
+    #[test]
+    fn first_fault_in_the_stream_decides_whatever_the_split() {
+        let limits = Limits {
+            request_line: 16,
+            ..Limits::default()
+        };
+        let cases: &[(&[u8], HttpError)] = &[
+            (b"GET /\rX\n", HttpError::BadRequest("bare CR in request head")),
+            (b"GET /aaaaaaaaaaaaaaaaaaaa\rX HTTP/1.1\r\n", HttpError::UriTooLong),
+            (
+                b"G\rXaaaaaaaaaaaaaaaaaaaaaaa",
+                HttpError::BadRequest("bare CR in request head"),
+            ),
+            (
+                b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+                HttpError::BadRequest("bare LF in request head"),
+            ),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                outcome(request, &limits),
+                Err(*expected),
+                "{:?}",
+                String::from_utf8_lossy(request)
+            );
+            for cut in 1..request.len() {
+                if let Err(err) = outcome(&request[..cut], &limits) {
+                    assert_eq!(err, *expected, "prefix {:?}", String::from_utf8_lossy(&request[..cut]));
+                }
+            }
+        }
     }
 }

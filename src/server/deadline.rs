@@ -1,8 +1,9 @@
-//! Per-request deadlines (`--timeout`): the table of requests inside the application, checked by the watcher.
-//! A request past its deadline gets a 504 (if its response has not started) and its connection is shut for
-//! writing; the thread keeps running the app until it returns, and its Python stack is reported.
+//! Per-request deadlines (`--timeout`): one slot per server thread saying which request it runs, checked by
+//! the watcher. A request past its deadline gets a 504 (if its response has not started) and its connection is
+//! shut for writing; the thread keeps running the app until it returns, and its Python stack is reported.
+//! Each thread writes only its own slot, so the hot path takes one uncontended lock and allocates nothing.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,13 +13,14 @@ use crate::http::response::encode_simple;
 
 use super::connection::Conn;
 
-/// A request the application is running.
-struct Running {
-    id: u64,
-    conn: Arc<Conn>,
-    /// OS identity of the thread running it (equal to Python's `threading.get_ident()`).
+/// What one server thread is running.
+#[derive(Default)]
+struct Slot {
+    conn: Option<Arc<Conn>>,
+    /// OS identity of the thread (equal to Python's `threading.get_ident()`).
     thread: u64,
-    started: Instant,
+    started: Option<Instant>,
+    /// `METHOD target`, reusing its allocation from request to request.
     describe: String,
     timed_out: bool,
 }
@@ -31,51 +33,56 @@ pub struct Overdue {
     pub elapsed: Duration,
 }
 
-/// The requests currently inside the application.
-#[derive(Default)]
+/// The requests currently inside the application, one slot per server thread.
 pub struct Deadlines {
-    running: Mutex<Vec<Running>>,
-    next_id: Mutex<u64>,
-    timed_out_total: Mutex<u64>,
+    slots: Vec<Mutex<Slot>>,
+    timed_out_total: AtomicU64,
 }
 
 impl Deadlines {
-    /// Records a request entering the application; returns its ticket for `leave`.
-    pub fn enter(&self, conn: &Arc<Conn>, thread: u64, describe: String) -> u64 {
-        let id = {
-            let mut next = self.next_id.lock();
-            *next += 1;
-            *next
-        };
-        self.running.lock().push(Running {
-            id,
-            conn: conn.clone(),
-            thread,
-            started: Instant::now(),
-            describe,
-            timed_out: false,
-        });
-        id
+    #[must_use]
+    pub fn new(threads: usize) -> Self {
+        Deadlines {
+            slots: (0..threads).map(|_| Mutex::default()).collect(),
+            timed_out_total: AtomicU64::new(0),
+        }
     }
 
-    /// The request left the application. Must happen before its connection is closed (see `expire`).
-    pub fn leave(&self, id: u64) {
-        self.running.lock().retain(|r| r.id != id);
+    /// Thread `index` starts running a request on `conn`; `describe` writes its `METHOD target`.
+    pub fn enter(&self, index: usize, conn: &Arc<Conn>, describe: impl FnOnce(&mut String)) {
+        let Some(slot) = self.slots.get(index) else { return };
+        let mut slot = slot.lock();
+        slot.conn = Some(conn.clone());
+        slot.thread = crate::sys::thread_ident();
+        slot.started = Some(Instant::now());
+        slot.describe.clear();
+        describe(&mut slot.describe);
+        slot.timed_out = false;
+    }
+
+    /// Thread `index` left the application. Must happen before it may close the connection (see `expire`).
+    pub fn leave(&self, index: usize) {
+        if let Some(slot) = self.slots.get(index) {
+            let mut slot = slot.lock();
+            slot.conn = None;
+            slot.started = None;
+        }
     }
 
     /// Marks requests older than `timeout`, answers them with 504 where still possible, and returns them.
     pub fn expire(&self, timeout: Duration) -> Vec<Overdue> {
         let mut overdue = Vec::new();
-        // Holding the table lock keeps each listed connection open: its owner removes it (`leave`) before it
-        // may close the socket, so the descriptor below cannot have been reused.
-        let mut running = self.running.lock();
-        for request in running.iter_mut().filter(|r| !r.timed_out) {
-            let elapsed = request.started.elapsed();
+        for slot in &self.slots {
+            // Holding the slot keeps its connection open: the owner clears the slot (`leave`) before it may
+            // close the socket, so the descriptor below cannot have been reused.
+            let mut slot = slot.lock();
+            let (Some(started), Some(conn), false) = (slot.started, slot.conn.as_ref(), slot.timed_out) else {
+                continue;
+            };
+            let elapsed = started.elapsed();
             if elapsed < timeout {
                 continue;
             }
-            request.timed_out = true;
-            let conn = &request.conn;
             if !conn.response_started.load(Ordering::Acquire) {
                 if let Some(mut io) = conn.io.try_lock() {
                     let body = b"the application did not answer in time";
@@ -84,25 +91,30 @@ impl Deadlines {
             }
             // The client sees the end of the response now; the app's later writes fail and it is not waited for.
             crate::sys::shutdown_write(conn.fd);
+            slot.timed_out = true;
             overdue.push(Overdue {
-                thread: request.thread,
-                describe: request.describe.clone(),
+                thread: slot.thread,
+                describe: slot.describe.clone(),
                 elapsed,
             });
         }
-        if !overdue.is_empty() {
-            *self.timed_out_total.lock() += overdue.len() as u64;
-        }
+        self.timed_out_total.fetch_add(overdue.len() as u64, Ordering::Relaxed);
         overdue
     }
 
     /// Requests past their deadline that are still inside the application.
     pub fn stuck(&self) -> usize {
-        self.running.lock().iter().filter(|r| r.timed_out).count()
+        self.slots
+            .iter()
+            .filter(|slot| {
+                let slot = slot.lock();
+                slot.timed_out && slot.started.is_some()
+            })
+            .count()
     }
 
     /// Requests that ever passed their deadline.
     pub fn timed_out_total(&self) -> u64 {
-        *self.timed_out_total.lock()
+        self.timed_out_total.load(Ordering::Relaxed)
     }
 }

@@ -139,6 +139,7 @@ impl Server {
             registry.register(listener.source(), Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         let waker = Waker::new(&registry, WAKER)?;
+        let deadlines = Deadlines::new(config.threads.max(1) + 1);
         let shared = Arc::new(Shared {
             config,
             poll: Mutex::new(PollState {
@@ -158,7 +159,7 @@ impl Server {
             completed: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
-            deadlines: Deadlines::default(),
+            deadlines,
             shed: AtomicU64::new(0),
             accept_paused: AtomicBool::new(false),
             overdue: Mutex::new(Vec::new()),
@@ -187,7 +188,7 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("rustwsgi-{i}"))
                 .spawn(move || {
-                    handler.thread_scope(&mut |worker| shared.thread_main(worker));
+                    handler.thread_scope(&mut |worker| shared.thread_main(i, worker));
                     shared.thread_exited();
                 });
             match spawned {
@@ -274,7 +275,8 @@ impl Shared {
         self.clock.elapsed().as_secs()
     }
 
-    fn thread_main(&self, worker: &dyn Worker) {
+    /// The life of server thread `index`.
+    fn thread_main(&self, index: usize, worker: &dyn Worker) {
         loop {
             if self.stopped.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire) {
                 return;
@@ -287,7 +289,7 @@ impl Shared {
                 self.queue.lock().pop_front()
             };
             if let Some(exchange) = job {
-                self.run(exchange, worker);
+                self.run(index, exchange, worker);
                 continue;
             }
             if let Some(mut state) = self.poll.try_lock() {
@@ -699,24 +701,32 @@ impl Shared {
             }
         };
         let head_len = head.head_len;
-        let (body, consumed) = if head.body == BodyKind::Empty {
-            (Body::Empty, head_len)
-        } else if let Some((bytes, used)) = decode_complete(head.body, limits.body, &io.data()[head_len..])? {
-            (Body::Buffered(bytes), head_len + used)
-        } else {
-            let buffered = io.data().len() - head_len;
-            let small = match head.body {
+        // Whether a body is buffered depends only on the request (its size), never on how it arrived, so the
+        // app sees the same environ however the bytes were split.
+        let raw = &io.data()[head_len..];
+        let complete = match head.body {
+            BodyKind::Empty => Some((Vec::new(), 0)),
+            BodyKind::Length(len) if len > BUFFER_BODY as u64 => None,
+            kind => decode_complete(kind, limits.body, raw)?.filter(|&(_, used)| used <= BUFFER_BODY),
+        };
+        let waiting_for_small_body = complete.is_none()
+            && match head.body {
                 BodyKind::Length(len) => len <= BUFFER_BODY as u64,
-                _ => buffered <= BUFFER_BODY,
+                _ => raw.len() <= BUFFER_BODY,
             };
-            if head.expect_continue && !io.continue_sent {
-                io.continue_sent = true;
-                io.write_nonblocking(CONTINUE);
+        let (body, consumed) = match complete {
+            Some(_) if head.body == BodyKind::Empty => (Body::Empty, head_len),
+            Some((bytes, used)) => (Body::Buffered(bytes), head_len + used),
+            None => {
+                if head.expect_continue && !io.continue_sent {
+                    io.continue_sent = true;
+                    io.write_nonblocking(CONTINUE);
+                }
+                if waiting_for_small_body {
+                    return Ok(None);
+                }
+                (Body::Streaming(BodyDecoder::new(head.body, limits.body)), head_len)
             }
-            if small {
-                return Ok(None);
-            }
-            (Body::Streaming(BodyDecoder::new(head.body, limits.body)), head_len)
         };
         io.continue_sent = false;
         let queued_at = self.config.max_queue_wait.map(|_| Instant::now());
@@ -764,19 +774,18 @@ impl Shared {
     }
 
     /// Answers one request and then keeps serving its connection while requests are already buffered.
-    fn run(&self, mut exchange: Exchange, worker: &dyn Worker) {
+    fn run(&self, index: usize, mut exchange: Exchange, worker: &dyn Worker) {
         loop {
             exchange.conn.response_started.store(false, Ordering::Release);
-            let ticket = self.config.timeout.map(|_| {
-                let describe = describe(&exchange);
+            if self.config.timeout.is_some() {
                 self.deadlines
-                    .enter(&exchange.conn, crate::sys::thread_ident(), describe)
-            });
+                    .enter(index, &exchange.conn, |text| describe(&exchange, text));
+            }
             self.enter_app();
             let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
             self.in_app.fetch_sub(1, Ordering::AcqRel);
-            if let Some(ticket) = ticket {
-                self.deadlines.leave(ticket);
+            if self.config.timeout.is_some() {
+                self.deadlines.leave(index);
             }
             let completed = self.completed.fetch_add(1, Ordering::AcqRel) + 1;
             if self.config.max_requests != 0 && completed == self.config.max_requests {
@@ -822,13 +831,11 @@ impl Shared {
     }
 }
 
-/// `METHOD target` of a request, for reports about it.
-fn describe(exchange: &Exchange) -> String {
+/// Writes `METHOD target` of a request into `out`, for reports about it.
+fn describe(exchange: &Exchange, out: &mut String) {
     let io = exchange.conn.io.lock();
     let buf = io.data();
-    format!(
-        "{} {}",
-        String::from_utf8_lossy(exchange.head.method(buf)),
-        String::from_utf8_lossy(exchange.head.target(buf))
-    )
+    out.push_str(&String::from_utf8_lossy(exchange.head.method(buf)));
+    out.push(' ');
+    out.push_str(&String::from_utf8_lossy(exchange.head.target(buf)));
 }

@@ -248,6 +248,11 @@ fn respond(py: Python<'_>, start_response: &StartResponse, result: &Bound<'_, Py
         None
     };
     if let Some(items) = items {
+        if let [item] = items.as_slice() {
+            // The most common answer: one bytes object, sent with the head in one write.
+            start_response.send(py, &[as_bytes(item)?.as_bytes()], true)?;
+            return Ok(start_response.finish(py)?);
+        }
         let chunks = items.iter().map(as_bytes).collect::<Result<Vec<_>, _>>()?;
         let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
         start_response.send(py, &slices, true)?;

@@ -5,8 +5,11 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use std::io::Write as _;
+
 use crate::http::forwarded::{client_info, TrustedProxies};
 use crate::http::request::{HeaderRange, RequestHead};
+use crate::http::response::itoa_u64;
 use crate::server::connection::Peer;
 
 use super::consts::PyConsts;
@@ -57,8 +60,16 @@ pub fn build_environ<'py>(
     environ.set_item(consts.server_protocol.bind(py), protocol.bind(py))?;
     match peer {
         Peer::Ip(addr) => {
-            environ.set_item(consts.remote_addr.bind(py), addr.ip().to_string())?;
-            environ.set_item(consts.remote_port.bind(py), addr.port().to_string())?;
+            let mut text = [0u8; 48];
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            // An IPv6 address is at most 45 characters, so this cannot run out of room.
+            let _ = write!(cursor, "{}", addr.ip());
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            let ip = std::str::from_utf8(&text[..len]).unwrap_or_default();
+            environ.set_item(consts.remote_addr.bind(py), PyString::new(py, ip))?;
+            let mut digits = [0; 20];
+            let port = itoa_u64(u64::from(addr.port()), &mut digits);
+            environ.set_item(consts.remote_port.bind(py), latin1(py, port)?)?;
         }
         Peer::Unix => {
             environ.set_item(consts.remote_addr.bind(py), consts.empty.bind(py))?;
