@@ -58,6 +58,8 @@ impl PyServer {
             templates,
             logger,
             rules,
+            body_timeout: config.body_timeout(),
+            write_timeout: config.write_timeout(),
             access_log: config.access_log,
         };
         Ok(PyServer {

@@ -29,6 +29,15 @@ pub struct ServerConfig {
     /// Stop gracefully after this many responses (0: never); the supervisor starts a replacement.
     #[pyo3(default)]
     pub max_requests: u64,
+    /// Seconds a client has to send its request head (and a body of up to 64 KiB).
+    #[pyo3(default = 30.0)]
+    pub header_timeout: f64,
+    /// Seconds a streamed request body may pause between bytes.
+    #[pyo3(default = 30.0)]
+    pub body_timeout: f64,
+    /// Seconds a client may take no bytes of its response before it is dropped.
+    #[pyo3(default = 30.0)]
+    pub write_timeout: f64,
     /// Seconds a request may spend in the application before the client gets 504 (0: no deadline).
     #[pyo3(default)]
     pub timeout: f64,
@@ -48,11 +57,23 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     #[must_use]
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.write_timeout.max(0.001))
+    }
+
+    #[must_use]
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.body_timeout.max(0.001))
+    }
+
+    #[must_use]
     pub fn loop_config(&self) -> LoopConfig {
         LoopConfig {
             threads: self.threads.max(1),
             health_path: self.health_path.clone().filter(|p| !p.is_empty()),
             max_requests: self.max_requests,
+            header_timeout: Duration::from_secs_f64(self.header_timeout.max(0.001)),
+            write_timeout: self.write_timeout(),
             timeout: (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)),
             max_connections: self.max_connections,
             max_queue: if self.max_queue == 0 { 1024 } else { self.max_queue },

@@ -62,6 +62,8 @@ fn start(threads: usize) -> (Server, u16) {
     let config = LoopConfig {
         threads,
         keep_alive: Duration::from_secs(5),
+        header_timeout: Duration::from_secs(30),
+        write_timeout: Duration::from_secs(30),
         limits: Limits::default(),
         health_path: None,
         max_requests: 0,

@@ -3,6 +3,7 @@ clients that stop reading are parked for the event loop instead of holding the o
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -63,3 +64,38 @@ def test_trickling_heads_do_not_block_a_normal_client(serve):
     finally:
         for sock in tricklers:
             sock.close()
+
+
+def test_header_timeout_closes_a_connection_that_never_finishes_its_head(serve):
+    served = serve('sized:app', '--header-timeout', '1')
+    with socket.create_connection(('127.0.0.1', served.port), timeout=15) as sock:
+        sock.sendall(b'GET / HTTP/1.1\r\nHost: t\r\n')
+        # The server closes the connection (the clock ticks in seconds, so within about 2 s); recv sees EOF.
+        assert sock.recv(4096) == b''
+    assert ask_small(served.port).startswith(b'HTTP/1.1 200 OK\r\n')
+
+
+def socket_count(pid: int) -> int:
+    fds = os.listdir(f'/proc/{pid}/fd')
+    return sum(1 for fd in fds if os.readlink(f'/proc/{pid}/fd/{fd}').startswith('socket:'))
+
+
+def test_write_timeout_drops_a_client_that_takes_nothing(serve):
+    served = serve('sized:app', '--write-timeout', '1', '--threads', '1')
+    baseline = socket_count(served.proc.pid)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(('127.0.0.1', served.port))
+    sock.sendall(b'GET /big HTTP/1.1\r\nHost: t\r\n\r\n' * 20)
+    deadline = time.monotonic() + 15
+    opened = False
+    while time.monotonic() < deadline:
+        count = socket_count(served.proc.pid)
+        opened = opened or count > baseline
+        if opened and count == baseline:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError('the server kept the connection of a client that reads nothing')
+    sock.close()
+    assert ask_small(served.port).startswith(b'HTTP/1.1 200 OK\r\n')

@@ -46,10 +46,6 @@ const IDLE_TICKS: u32 = 50;
 pub const BUFFER_BODY: usize = 64 * 1024;
 /// How long a closing connection may take to send its FIN before it is dropped.
 const LINGER_SECS: u64 = 2;
-/// A client must finish its request head within this time.
-const HEAD_TIMEOUT_SECS: u64 = 30;
-/// A client that takes no bytes of a parked response for this long is dropped.
-const WRITE_TIMEOUT_SECS: u64 = 30;
 
 /// Settings the loop needs; the WSGI layer converts the Python config into this.
 #[derive(Debug, Clone)]
@@ -62,6 +58,10 @@ pub struct LoopConfig {
     pub health_path: Option<String>,
     /// Drain and stop after this many responses (0: never).
     pub max_requests: u64,
+    /// A client must send its complete request head (and a buffered body) within this time.
+    pub header_timeout: Duration,
+    /// A client that takes no bytes of a response for this long is dropped.
+    pub write_timeout: Duration,
     /// Per-request deadline inside the application (`--timeout`); None: no deadline.
     pub timeout: Option<Duration>,
     /// Open connections beyond which accepting pauses (the kernel backlog holds the rest); 0: no limit.
@@ -514,8 +514,7 @@ impl Shared {
     /// Closes connections idle past keep-alive, heads that take too long, and lingering closes.
     fn expire_idle(&self) {
         let now = self.now();
-        // The clock ticks in whole seconds; round up so a fractional keep-alive never becomes zero.
-        let keep_alive = self.config.keep_alive.as_secs() + u64::from(self.config.keep_alive.subsec_nanos() > 0);
+        let keep_alive = whole_seconds(self.config.keep_alive);
         for conn in self.conns.all() {
             let age = now.saturating_sub(conn.last_active());
             if age < keep_alive.min(LINGER_SECS) {
@@ -528,11 +527,11 @@ impl Shared {
             let expired = if io.closing {
                 age >= LINGER_SECS
             } else if io.has_pending_output() {
-                age >= WRITE_TIMEOUT_SECS
+                age >= whole_seconds(self.config.write_timeout)
             } else if io.data().is_empty() {
                 age >= keep_alive
             } else {
-                age >= HEAD_TIMEOUT_SECS
+                age >= whole_seconds(self.config.header_timeout)
             };
             if expired {
                 self.close(&conn, &mut io);
@@ -838,4 +837,9 @@ fn describe(exchange: &Exchange, out: &mut String) {
     out.push_str(&String::from_utf8_lossy(exchange.head.method(buf)));
     out.push(' ');
     out.push_str(&String::from_utf8_lossy(exchange.head.target(buf)));
+}
+
+/// A duration in the loop's one-second clock ticks, rounded up so a fractional timeout never becomes zero.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }

@@ -33,6 +33,10 @@ pub struct App {
     pub rules: EnvironRules,
     /// Called after each response with (environ, status, body bytes, seconds); None when access logging is off.
     pub access_log: Option<Py<PyAny>>,
+    /// How long a streamed body read waits for the next bytes.
+    pub body_timeout: std::time::Duration,
+    /// How long a response write waits for a client that takes nothing.
+    pub write_timeout: std::time::Duration,
 }
 
 /// Why a response failed.
@@ -95,7 +99,7 @@ impl App {
         let input = match body {
             Body::Empty => Input::buffered(Vec::new()),
             Body::Buffered(bytes) => Input::buffered(bytes),
-            Body::Streaming(decoder) => Input::streaming(conn.clone(), decoder),
+            Body::Streaming(decoder) => Input::streaming(conn.clone(), decoder, self.body_timeout),
         };
         let meta = RequestMeta {
             minor_version: exchange.head.minor_version,
@@ -105,7 +109,10 @@ impl App {
         let prepared = environ.and_then(|environ| {
             let input = Py::new(py, input)?;
             environ.set_item(self.consts.wsgi_input.bind(py), &input)?;
-            let start_response = Bound::new(py, StartResponse::new(conn.clone(), meta, input.clone_ref(py)))?;
+            let start_response = Bound::new(
+                py,
+                StartResponse::new(conn.clone(), meta, input.clone_ref(py), self.write_timeout),
+            )?;
             Ok((environ, input, start_response))
         });
         let (environ, input, start_response) = match prepared {

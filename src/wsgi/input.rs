@@ -15,8 +15,6 @@ use crate::http::{BodyDecoder, HttpError};
 use crate::server::connection::{Conn, ReadStatus};
 use crate::sys::wait_fd;
 
-/// How long a read waits for the next body bytes.
-const BODY_TIMEOUT: Duration = Duration::from_mins(1);
 /// Bytes fetched from the socket per read while streaming.
 const STREAM_READ: usize = 64 * 1024;
 
@@ -35,6 +33,8 @@ struct InputState {
 struct Source {
     conn: Arc<Conn>,
     decoder: BodyDecoder,
+    /// How long a read waits for the next body bytes.
+    timeout: Duration,
 }
 
 impl Input {
@@ -50,12 +50,12 @@ impl Input {
     }
 
     #[must_use]
-    pub fn streaming(conn: Arc<Conn>, decoder: BodyDecoder) -> Self {
+    pub fn streaming(conn: Arc<Conn>, decoder: BodyDecoder, timeout: Duration) -> Self {
         Input {
             state: Mutex::new(InputState {
                 data: Vec::new(),
                 pos: 0,
-                source: Some(Source { conn, decoder }),
+                source: Some(Source { conn, decoder, timeout }),
             }),
         }
     }
@@ -132,7 +132,8 @@ impl InputState {
                 Ok(ReadStatus::WouldBlock) => {
                     let fd = io.stream.as_ref().map(crate::server::connection::Stream::raw_fd);
                     let Some(fd) = fd else { return Err(closed()) };
-                    py.detach(|| wait_fd(fd, false, BODY_TIMEOUT))
+                    let timeout = source.timeout;
+                    py.detach(|| wait_fd(fd, false, timeout))
                         .map_err(|e| PyOSError::new_err(e.to_string()))?;
                 }
                 Ok(ReadStatus::Eof) => return Err(closed()),

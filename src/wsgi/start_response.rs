@@ -19,9 +19,6 @@ use crate::sys::{sendfile, wait_fd};
 
 use super::input::Input;
 
-/// How long a write waits for a client that does not read.
-const SEND_TIMEOUT: Duration = Duration::from_mins(1);
-
 /// What the request says about the response it may get.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestMeta {
@@ -71,16 +68,19 @@ pub struct StartResponse {
     conn: Arc<Conn>,
     request: RequestMeta,
     input: Py<Input>,
+    /// How long a write waits for a client that does not read.
+    send_timeout: Duration,
 }
 
 impl StartResponse {
     #[must_use]
-    pub fn new(conn: Arc<Conn>, request: RequestMeta, input: Py<Input>) -> Self {
+    pub fn new(conn: Arc<Conn>, request: RequestMeta, input: Py<Input>, send_timeout: Duration) -> Self {
         StartResponse {
             state: Mutex::new(ResponseState::default()),
             conn,
             request,
             input,
+            send_timeout,
         }
     }
 
@@ -207,7 +207,7 @@ impl StartResponse {
         let complete = matches!(sent.framing, Framing::AppLength(len) if sent.body_bytes >= len);
         if !slices.is_empty() {
             let mut io = self.conn.io.lock();
-            let mut wait = |fd| py.detach(|| wait_fd(fd, true, SEND_TIMEOUT));
+            let mut wait = |fd| py.detach(|| wait_fd(fd, true, self.send_timeout));
             // The end of a response may be parked for the poller, so a slow reader holds no app thread.
             let written = if last {
                 io.write_or_park(&mut slices, &mut wait)
@@ -231,7 +231,7 @@ impl StartResponse {
             self.prepare_head(state, Some(length))?;
             let mut io = self.conn.io.lock();
             io.write_all_vectored(&mut [IoSlice::new(&state.head)], &mut |fd| {
-                py.detach(|| wait_fd(fd, true, SEND_TIMEOUT))
+                py.detach(|| wait_fd(fd, true, self.send_timeout))
             })
             .map_err(SendError::Io)?;
         }
@@ -258,7 +258,7 @@ impl StartResponse {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    py.detach(|| wait_fd(socket, true, SEND_TIMEOUT))
+                    py.detach(|| wait_fd(socket, true, self.send_timeout))
                         .map_err(SendError::Io)?;
                 }
                 Err(e) => return Err(SendError::Io(e)),
