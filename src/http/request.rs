@@ -1,6 +1,7 @@
 //! Request heads: bytes in, a validated `RequestHead` (offsets into the caller's buffer) or an `HttpError` out.
 //! "Not complete yet" is a normal answer, not an error. Framing rules follow RFC 9112 §2-§7 strictly.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::error::HttpError;
@@ -76,16 +77,17 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
         return Ok(Parsed::Incomplete);
     };
     let head_bytes = &buf[..head_len];
-    let mut stack = [httparse::EMPTY_HEADER; MAX_HEADERS_ON_STACK];
+    // Uninitialised slots: zeroing a hundred headers per request would cost more than parsing a small head.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_ON_STACK];
     let mut heap;
-    let slots: &mut [httparse::Header<'_>] = if limits.fields < MAX_HEADERS_ON_STACK {
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.fields < MAX_HEADERS_ON_STACK {
         &mut stack[..=limits.fields]
     } else {
-        heap = vec![httparse::EMPTY_HEADER; limits.fields + 1];
+        heap = (0..=limits.fields).map(|_| MaybeUninit::uninit()).collect::<Vec<_>>();
         &mut heap
     };
-    let mut req = httparse::Request::new(slots);
-    match req.parse(head_bytes) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head_bytes, slots) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(HttpError::BadRequest("malformed request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeaderFieldsTooLarge),

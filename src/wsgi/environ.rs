@@ -117,7 +117,7 @@ pub fn build_environ<'py>(
         // A unix socket is reachable only from this machine: the proxy in front of it is trusted.
         Peer::Unix => true,
     };
-    if peer_trusted {
+    if peer_trusted && head.headers.iter().any(|h| is_forwarding(&buf[h.name.clone()])) {
         let headers = head
             .headers
             .iter()
@@ -134,6 +134,13 @@ pub fn build_environ<'py>(
         }
     }
     Ok(environ)
+}
+
+/// `Forwarded` or `X-Forwarded-*`: worth reading only when present.
+fn is_forwarding(name: &[u8]) -> bool {
+    name.len() >= 9
+        && (name[..9].eq_ignore_ascii_case(b"forwarded")
+            || name[..name.len().min(12)].eq_ignore_ascii_case(b"x-forwarded-"))
 }
 
 /// `PATH_INFO` without the mount point, when the request is under it.
