@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
+use crate::http::forwarded::TrustedProxies;
 use crate::http::Limits;
 use crate::server::LoopConfig;
 
@@ -29,6 +30,9 @@ pub struct ServerConfig {
     /// Stop gracefully after this many responses (0: never); the supervisor starts a replacement.
     #[pyo3(default)]
     pub max_requests: u64,
+    /// Expect a PROXY protocol header (v1/v2) from peers in `forwarded_allow_ips`.
+    #[pyo3(default)]
+    pub proxy_protocol: bool,
     /// Seconds a client has to send its request head (and a body of up to 64 KiB).
     #[pyo3(default = 30.0)]
     pub header_timeout: f64,
@@ -72,6 +76,8 @@ impl ServerConfig {
             threads: self.threads.max(1),
             health_path: self.health_path.clone().filter(|p| !p.is_empty()),
             max_requests: self.max_requests,
+            proxy_protocol: self.proxy_protocol,
+            proxy_trusted: TrustedProxies::parse(&self.forwarded_allow_ips).unwrap_or_default(),
             header_timeout: Duration::from_secs_f64(self.header_timeout.max(0.001)),
             write_timeout: self.write_timeout(),
             timeout: (self.timeout > 0.0).then(|| Duration::from_secs_f64(self.timeout)),

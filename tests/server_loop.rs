@@ -71,6 +71,8 @@ fn start(threads: usize) -> (Server, u16) {
         max_connections: 0,
         max_queue: 1024,
         max_queue_wait: None,
+        proxy_protocol: false,
+        proxy_trusted: _rustwsgi::http::forwarded::TrustedProxies::default(),
     };
     let server = Server::new(vec![Listener::from_fd(fd, false).unwrap()], config).unwrap();
     server.start(&(Arc::new(EchoTarget) as Arc<dyn Handler>)).unwrap();

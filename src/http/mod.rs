@@ -5,6 +5,7 @@ pub mod body;
 pub mod date;
 pub mod error;
 pub mod forwarded;
+pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 

@@ -106,6 +106,10 @@ pub struct ConnIo {
     out: Vec<u8>,
     /// Close once `out` is sent instead of reading the next request.
     pub close_after_flush: bool,
+    /// A PROXY protocol header must come before the first request.
+    pub proxy_pending: bool,
+    /// The client address a PROXY protocol header gave, which replaces the peer's in environ.
+    pub proxied: Option<std::net::SocketAddr>,
 }
 
 /// Largest response tail parked for the poller; beyond it the answering thread waits for the client.
@@ -344,6 +348,8 @@ impl Conn {
                 closing: false,
                 out: Vec::new(),
                 close_after_flush: false,
+                proxy_pending: false,
+                proxied: None,
             }),
             state: AtomicU8::new(0),
             last_active: AtomicU64::new(now),

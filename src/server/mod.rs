@@ -30,7 +30,8 @@ use crate::http::body::decode_complete;
 use crate::http::response::{encode_error, encode_simple, encode_simple_with, CONTINUE};
 use crate::http::{parse_request, BodyDecoder, BodyKind, HttpError, Limits, Parsed, RequestHead};
 
-use connection::{Conn, ConnIo, ReadStatus};
+use crate::http::proxy_protocol::parse_proxy_header;
+use connection::{Conn, ConnIo, Peer, ReadStatus};
 use deadline::{Deadlines, Overdue};
 pub use handler::{Body, Control, Exchange, Handler, Outcome, Worker};
 use listener::Listener;
@@ -62,6 +63,9 @@ pub struct LoopConfig {
     pub header_timeout: Duration,
     /// A client that takes no bytes of a response for this long is dropped.
     pub write_timeout: Duration,
+    /// Expect a PROXY protocol header (v1 or v2) first on connections from `proxy_trusted` peers.
+    pub proxy_protocol: bool,
+    pub proxy_trusted: crate::http::forwarded::TrustedProxies,
     /// Per-request deadline inside the application (`--timeout`); None: no deadline.
     pub timeout: Option<Duration>,
     /// Open connections beyond which accepting pauses (the kernel backlog holds the rest); 0: no limit.
@@ -467,6 +471,9 @@ impl Shared {
                         }
                         conn
                     });
+                    if self.config.proxy_protocol && self.trusts_proxy(peer) {
+                        conn.io.lock().proxy_pending = true;
+                    }
                     if conn.io.lock().stream.is_none() {
                         self.conns.remove(&conn);
                     } else if self.draining.load(Ordering::Acquire) && conn.notify() {
@@ -550,6 +557,13 @@ impl Shared {
         if self.accept_paused.load(Ordering::Acquire) {
             // Room again: let the poller take connections the kernel queued meanwhile.
             let _ = self.waker.wake();
+        }
+    }
+
+    fn trusts_proxy(&self, peer: Peer) -> bool {
+        match peer {
+            Peer::Ip(addr) => self.config.proxy_trusted.contains(addr.ip()),
+            Peer::Unix => true,
         }
     }
 
@@ -646,6 +660,21 @@ impl Shared {
                     return Drive::Done;
                 }
                 io.drained = true;
+            } else if io.proxy_pending && !io.data().is_empty() {
+                match parse_proxy_header(io.data()) {
+                    Ok(Some(header)) => {
+                        io.consume(header.len);
+                        io.proxied = header.client;
+                        io.proxy_pending = false;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        io.write_nonblocking(&encode_error(err));
+                        io.begin_close();
+                        continue;
+                    }
+                }
             } else if !io.data().is_empty() {
                 match self.parse(conn, &mut io) {
                     Ok(Some(exchange)) => return Drive::Request(exchange),

@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::http::response::encode_simple;
 use crate::http::BodyKind;
-use crate::server::connection::Conn;
+use crate::server::connection::{Conn, Peer};
 use crate::server::{Body, Control, Exchange, Outcome};
 use crate::sys::regular_file_size;
 
@@ -83,13 +83,15 @@ impl App {
             let Some(template) = self.templates.get(conn.listener) else {
                 return Outcome::Close;
             };
+            // A PROXY protocol header names the real client; it then stands in for the socket's peer.
+            let peer = io.proxied.map_or(conn.peer, Peer::Ip);
             let environ = build_environ(
                 py,
                 &self.consts,
                 template.bind(py),
                 &exchange.head,
                 buf,
-                &conn.peer,
+                &peer,
                 decoded_len,
                 &self.rules,
             );
