@@ -103,6 +103,17 @@ def echo(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     return [body]
 
 
+def stream_gib(environ: Environ, start_response: StartResponse) -> Iterator[bytes]:
+    """1 GiB from a generator in 1 MiB chunks, without Content-Length: for the slow-reader memory check."""
+    start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+    chunk = b'z' * MIB_CHUNK
+    for _ in range(1024):
+        yield chunk
+
+
+MIB_CHUNK = 1024 * 1024
+
+
 def data_file() -> Path:
     """The 10 MiB file served by ``file_app``, created once (atomically) in the temp directory."""
     path = Path(os.environ.get('RUSTWSGI_BENCH_DATA', tempfile.gettempdir())) / 'rustwsgi-bench-10mib.bin'
@@ -142,6 +153,18 @@ def _make_file_app() -> Callable[..., Iterable[bytes]]:
     return file_app
 
 
+def _make_file_read_app() -> Callable[..., Iterable[bytes]]:
+    path = data_file()
+    size = str(path.stat().st_size)
+
+    def file_read_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """The same 10 MiB file read in Python, block by block: what file_wrapper is measured against."""
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'), ('Content-Length', size)])
+        return _read_file(path.open('rb'))
+
+    return file_read_app
+
+
 def _make_flask() -> Callable[..., Iterable[bytes]]:
     from flask import Flask, jsonify
 
@@ -160,7 +183,12 @@ def _make_django() -> Callable[..., Iterable[bytes]]:
     return django_project.application
 
 
-_LAZY = {'flask_app': _make_flask, 'django_app': _make_django, 'file_app': _make_file_app}
+_LAZY = {
+    'flask_app': _make_flask,
+    'django_app': _make_django,
+    'file_app': _make_file_app,
+    'file_read_app': _make_file_read_app,
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -62,6 +62,7 @@ SCENARIOS: list[Scenario] = [
     Scenario('flask', 'apps:flask_app', 'Flask JSON', path='/json', expect_substr=b'"message"'),
     Scenario('django', 'apps:django_app', 'Django JSON', path='/json', expect_substr=b'"message"'),
     Scenario('file', 'apps:file_app', '10 MiB file, wsgi.file_wrapper', expect_len=10 * MIB),
+    Scenario('file-read', 'apps:file_read_app', '10 MiB file read in Python', expect_len=10 * MIB),
     Scenario('hello-2w', 'apps:hello', 'hello, 2 worker processes', workers=2, expect_body=b'Hello, World'),
 ]
 
