@@ -58,6 +58,7 @@ impl PyServer {
             templates,
             logger,
             rules,
+            empty_input: Py::new(py, crate::wsgi::input::Input::empty())?,
             body_timeout: config.body_timeout(),
             write_timeout: config.write_timeout(),
             access_log: config.access_log,

@@ -1,11 +1,12 @@
 //! The event loop and its threads: run-to-completion with lazy takeover.
 //!
-//! A process has T identical threads sharing one mio `Poll`. Whoever holds the poll lock waits for events,
-//! accepts, reads and parses (never touching Python), queues complete requests and then answers them itself:
-//! no hand-off between threads on the common path. Threads that find nothing to do sleep; one of them (the
-//! watcher) wakes every millisecond while a request is in the application, and if nothing has completed since
-//! its last look while work is waiting, it takes over polling, so an application blocked on I/O does not stall
-//! the other connections.
+//! A process has `threads` app threads sharing one mio `Poll`, plus one watcher thread. Whichever app thread
+//! holds the poll lock waits for events, accepts, reads and parses (never touching Python), queues complete
+//! requests and then answers them itself: no hand-off between threads on the common path. App threads with
+//! nothing to do rest. The watcher never runs the application: it wakes every millisecond while a request is in
+//! the application, enforces deadlines, and when nothing has completed since its last look while work waits, it
+//! polls in the app threads' place and hands queued requests to a free one, so an app blocked on I/O does not
+//! stall the other connections, and a saturated app still gets its health checks answered and its excess shed.
 
 #![forbid(unsafe_code)]
 
@@ -123,7 +124,6 @@ struct Shared {
 
 #[derive(Default)]
 struct Idle {
-    watcher: bool,
     /// The watcher is in its long sleep and needs a wake-up when a request enters the application
     /// (mirrored in `Shared::watcher_deep` so the hot path can check it without the lock).
     watcher_deep: bool,
@@ -279,19 +279,18 @@ impl Shared {
         self.clock.elapsed().as_secs()
     }
 
-    /// The life of server thread `index`.
+    /// The life of server thread `index`. Threads `0..threads` run the application; the one beyond them, the
+    /// watcher, never does (so `--threads` bounds both concurrency and the threads an app ever sees).
     fn thread_main(&self, index: usize, worker: &dyn Worker) {
+        if index >= self.config.threads {
+            self.watcher_main(worker);
+            return;
+        }
         loop {
-            if self.stopped.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire) {
+            if self.stopping() {
                 return;
             }
-            // `threads` may run the app at once; the one thread beyond them keeps polling, so the server still
-            // accepts, sheds and answers health checks while the app is saturated.
-            let job = if self.in_app.load(Ordering::Acquire) >= self.config.threads {
-                None
-            } else {
-                self.queue.lock().pop_front()
-            };
+            let job = self.queue.lock().pop_front();
             if let Some(exchange) = job {
                 self.run(index, exchange, worker);
                 continue;
@@ -301,10 +300,49 @@ impl Shared {
                 worker.blocking(&mut || self.poll_once(state));
                 continue;
             }
-            worker.blocking(&mut || self.sleep());
+            worker.blocking(&mut || self.rest());
+        }
+    }
+
+    /// An app thread with nothing to do waits while another thread polls.
+    fn rest(&self) {
+        let mut idle = self.idle.lock();
+        // Checked under `idle`: the watcher gives the poll up before it notifies under `idle`, so a thread either
+        // sees the poll free here or gets the notification.
+        if self.stopping() || !self.queue.lock().is_empty() || !self.poll.is_locked() {
+            return;
+        }
+        idle.spares += 1;
+        self.spare_cv.wait_for(&mut idle, Duration::from_secs(1));
+        idle.spares -= 1;
+    }
+
+    /// The watcher: checks deadlines, and when the app threads stall (none free, or none polling while requests
+    /// wait), polls in their place: accepting, shedding and answering health checks while the app is saturated.
+    fn watcher_main(&self, worker: &dyn Worker) {
+        loop {
+            worker.blocking(&mut || self.watch());
             let overdue = std::mem::take(&mut *self.overdue.lock());
             if !overdue.is_empty() {
                 worker.report_overdue(&overdue);
+            }
+            loop {
+                if self.stopping() {
+                    return;
+                }
+                {
+                    let Some(mut state) = self.poll.try_lock() else { break };
+                    let state: &mut PollState = &mut state;
+                    worker.blocking(&mut || self.poll_once(state));
+                }
+                if self.in_app.load(Ordering::Acquire) < self.config.threads {
+                    // An app thread is free again: it takes the queued work and the poll back.
+                    let idle = self.idle.lock();
+                    if idle.spares > 0 {
+                        self.spare_cv.notify_one();
+                    }
+                    break;
+                }
             }
         }
     }
@@ -333,19 +371,10 @@ impl Shared {
         self.spare_cv.notify_all();
     }
 
-    /// Idle wait: become the watcher if there is none, else sleep until promoted.
-    fn sleep(&self) {
+    /// Waits until the app threads stall (a request has run for `STALL` with nothing completed while work
+    /// waits), a request passes its deadline, or the server stops.
+    fn watch(&self) {
         let mut idle = self.idle.lock();
-        if self.stopping() || !self.queue.lock().is_empty() {
-            return;
-        }
-        if idle.watcher {
-            idle.spares += 1;
-            self.spare_cv.wait_for(&mut idle, Duration::from_secs(1));
-            idle.spares -= 1;
-            return;
-        }
-        idle.watcher = true;
         let mut last = self.completed.load(Ordering::Acquire);
         let mut quiet_ticks = 0;
         loop {
@@ -361,7 +390,7 @@ impl Shared {
                 self.watch_cv.wait_for(&mut idle, STALL);
             }
             if self.stopping() {
-                break;
+                return;
             }
             let now = self.completed.load(Ordering::Acquire);
             let in_app = self.in_app.load(Ordering::Acquire);
@@ -369,12 +398,12 @@ impl Shared {
                 let overdue = self.deadlines.expire(timeout);
                 if !overdue.is_empty() {
                     self.overdue.lock().extend(overdue);
-                    break;
+                    return;
                 }
             }
             let work_waiting = !self.queue.lock().is_empty() || !self.poll.is_locked();
             if now == last && in_app > 0 && work_waiting {
-                break;
+                return;
             }
             if now == last && in_app == 0 {
                 quiet_ticks += 1;
@@ -386,13 +415,6 @@ impl Shared {
                 quiet_ticks = 0;
             }
             last = now;
-        }
-        // Taking over: hand the watch to a spare thread.
-        idle.watcher = false;
-        idle.watcher_deep = false;
-        self.watcher_deep.store(false, Ordering::Release);
-        if idle.spares > 0 {
-            self.spare_cv.notify_one();
         }
     }
 

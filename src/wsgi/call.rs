@@ -33,6 +33,8 @@ pub struct App {
     pub rules: EnvironRules,
     /// Called after each response with (environ, status, body bytes, seconds); None when access logging is off.
     pub access_log: Option<Py<PyAny>>,
+    /// The `wsgi.input` of every request without a body.
+    pub empty_input: Py<Input>,
     /// How long a streamed body read waits for the next bytes.
     pub body_timeout: std::time::Duration,
     /// How long a response write waits for a client that takes nothing.
@@ -99,9 +101,9 @@ impl App {
             (environ, is_head)
         };
         let input = match body {
-            Body::Empty => Input::buffered(Vec::new()),
-            Body::Buffered(bytes) => Input::buffered(bytes),
-            Body::Streaming(decoder) => Input::streaming(conn.clone(), decoder, self.body_timeout),
+            Body::Empty => Ok(self.empty_input.clone_ref(py)),
+            Body::Buffered(bytes) => Py::new(py, Input::buffered(bytes)),
+            Body::Streaming(decoder) => Py::new(py, Input::streaming(conn.clone(), decoder, self.body_timeout)),
         };
         let meta = RequestMeta {
             minor_version: exchange.head.minor_version,
@@ -109,7 +111,7 @@ impl App {
             keep_alive: exchange.head.keep_alive && !control.draining(),
         };
         let prepared = environ.and_then(|environ| {
-            let input = Py::new(py, input)?;
+            let input = input?;
             environ.set_item(self.consts.wsgi_input.bind(py), &input)?;
             let start_response = Bound::new(
                 py,

@@ -18,11 +18,14 @@ use crate::sys::wait_fd;
 /// Bytes fetched from the socket per read while streaming.
 const STREAM_READ: usize = 64 * 1024;
 
-#[pyclass(frozen, module = "rustwsgi._rustwsgi")]
+#[pyclass(frozen, freelist = 64, module = "rustwsgi._rustwsgi")]
 pub struct Input {
     state: Mutex<InputState>,
+    /// The shared input of every request without a body: stateless, so any thread may read it at once.
+    empty: bool,
 }
 
+#[derive(Default)]
 struct InputState {
     data: Vec<u8>,
     pos: usize,
@@ -46,6 +49,16 @@ impl Input {
                 pos: 0,
                 source: None,
             }),
+            empty: false,
+        }
+    }
+
+    /// The input shared by all requests without a body.
+    #[must_use]
+    pub fn empty() -> Self {
+        Input {
+            state: Mutex::new(InputState::default()),
+            empty: true,
         }
     }
 
@@ -57,19 +70,25 @@ impl Input {
                 pos: 0,
                 source: Some(Source { conn, decoder, timeout }),
             }),
+            empty: false,
         }
     }
 
     /// True when the whole body has been taken off the connection.
     #[must_use]
     pub fn body_complete(&self) -> bool {
-        self.state
-            .try_lock()
-            .is_some_and(|state| state.source.as_ref().is_none_or(|s| s.decoder.is_done()))
+        self.empty
+            || self
+                .state
+                .try_lock()
+                .is_some_and(|state| state.source.as_ref().is_none_or(|s| s.decoder.is_done()))
     }
 
     /// Detaches the object from its connection at the end of the request.
     pub fn retire(&self) {
+        if self.empty {
+            return;
+        }
         if let Some(mut state) = self.state.try_lock() {
             state.source = None;
             state.data = Vec::new();
@@ -78,6 +97,9 @@ impl Input {
     }
 
     fn with_state<R>(&self, f: impl FnOnce(&mut InputState) -> PyResult<R>) -> PyResult<R> {
+        if self.empty {
+            return f(&mut InputState::default());
+        }
         // Two threads reading one wsgi.input at once would race on the socket; refuse rather than block with
         // the interpreter held.
         let mut state = self

@@ -62,7 +62,7 @@ pub enum SendError {
     Io(io::Error),
 }
 
-#[pyclass(frozen, module = "rustwsgi._rustwsgi")]
+#[pyclass(frozen, freelist = 64, module = "rustwsgi._rustwsgi")]
 pub struct StartResponse {
     state: Mutex<ResponseState>,
     conn: Arc<Conn>,
