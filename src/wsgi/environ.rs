@@ -61,12 +61,8 @@ pub fn build_environ<'py>(
     match peer {
         Peer::Ip(addr) => {
             let mut text = [0u8; 48];
-            let mut cursor = std::io::Cursor::new(&mut text[..]);
-            // An IPv6 address is at most 45 characters, so this cannot run out of room.
-            let _ = write!(cursor, "{}", addr.ip());
-            let len = usize::try_from(cursor.position()).unwrap_or(0);
-            let ip = std::str::from_utf8(&text[..len]).unwrap_or_default();
-            environ.set_item(consts.remote_addr.bind(py), PyString::new(py, ip))?;
+            let ip = format_ip(addr.ip(), &mut text);
+            environ.set_item(consts.remote_addr.bind(py), latin1(py, ip)?)?;
             let mut digits = [0; 20];
             let port = itoa_u64(u64::from(addr.port()), &mut digits);
             environ.set_item(consts.remote_port.bind(py), latin1(py, port)?)?;
@@ -134,6 +130,33 @@ pub fn build_environ<'py>(
         }
     }
     Ok(environ)
+}
+
+/// The textual form of `ip` in `buf`, without the formatting machinery for the common IPv4 case.
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &[u8] {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let mut scratch = [0; 20];
+                let digits = itoa_u64(u64::from(octet), &mut scratch);
+                buf[len..len + digits.len()].copy_from_slice(digits);
+                len += digits.len();
+            }
+            &buf[..len]
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // An IPv6 address is at most 45 characters, so this cannot run out of room.
+            let _ = write!(cursor, "{ip}");
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            &buf[..len]
+        }
+    }
 }
 
 /// `Forwarded` or `X-Forwarded-*`: worth reading only when present.
@@ -244,9 +267,9 @@ fn trim(bytes: &[u8]) -> &[u8] {
 /// Python allocation failures.
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
     if bytes.is_ascii() {
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            return Ok(PyString::new(py, text));
-        }
+        // SAFETY: ASCII bytes are valid UTF-8.
+        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
+        return Ok(PyString::new(py, text));
     }
     let len =
         ffi::Py_ssize_t::try_from(bytes.len()).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("too long"))?;

@@ -322,6 +322,31 @@ fn encode_value(value: &str, out: &mut Vec<u8>) -> Result<(), PyErr> {
     Ok(())
 }
 
+/// Response headers the server treats specially.
+enum Special {
+    ContentLength,
+    Connection,
+    /// `Transfer-Encoding` and `Keep-Alive`: the server frames the body itself.
+    Framing,
+    Date,
+    Server,
+    None,
+}
+
+/// Case-insensitive match without allocating (this runs for every response header).
+fn special_header(name: &str) -> Special {
+    let is = |known: &str| name.len() == known.len() && name.eq_ignore_ascii_case(known);
+    match name.len() {
+        14 if is("content-length") => Special::ContentLength,
+        10 if is("connection") => Special::Connection,
+        10 if is("keep-alive") => Special::Framing,
+        17 if is("transfer-encoding") => Special::Framing,
+        4 if is("date") => Special::Date,
+        6 if is("server") => Special::Server,
+        _ => Special::None,
+    }
+}
+
 fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Prepared> {
     let status = status
         .cast::<PyString>()
@@ -357,9 +382,8 @@ fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Pr
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(PyValueError::new_err(format!("invalid header name {name:?}")));
         }
-        let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            "content-length" => {
+        match special_header(name) {
+            Special::ContentLength => {
                 let trimmed = value.trim();
                 if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(PyValueError::new_err(format!("invalid Content-Length {value:?}")));
@@ -376,14 +400,14 @@ fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Pr
                 prepared.app_length = Some(len);
             }
             // Hop-by-hop headers are the server's (PEP 3333): honour `close`, frame the body ourselves.
-            "connection" => {
+            Special::Connection => {
                 prepared.app_close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
                 continue;
             }
-            "transfer-encoding" | "keep-alive" => continue,
-            "date" => prepared.has_date = true,
-            "server" => prepared.has_server = true,
-            _ => {}
+            Special::Framing => continue,
+            Special::Date => prepared.has_date = true,
+            Special::Server => prepared.has_server = true,
+            Special::None => {}
         }
         prepared.headers.extend_from_slice(name.as_bytes());
         prepared.headers.extend_from_slice(b": ");
