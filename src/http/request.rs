@@ -310,10 +310,12 @@ impl Framing {
     }
 }
 
-/// RFC 9110 §8.6: `Content-Length = 1*DIGIT`; signs, spaces inside, lists and overflow are refused.
+/// RFC 9110 §8.6: `Content-Length = 1*DIGIT`; signs, spaces inside, lists, leading zeros and overflow are refused.
 fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
     let digits = trim(value);
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+    // Leading zeros are refused too: some parsers read them as octal, so they are a smuggling lever.
+    let padded = digits.len() > 1 && digits[0] == b'0';
+    if digits.is_empty() || digits.len() > 19 || padded || !digits.iter().all(u8::is_ascii_digit) {
         return Err(HttpError::BadRequest("invalid Content-Length"));
     }
     Ok(digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))

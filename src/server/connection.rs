@@ -106,6 +106,8 @@ pub struct ConnIo {
     out: Vec<u8>,
     /// Close once `out` is sent instead of reading the next request.
     pub close_after_flush: bool,
+    /// Requests read from this connection so far.
+    pub requests: u64,
     /// A PROXY protocol header must come before the first request.
     pub proxy_pending: bool,
     /// The client address a PROXY protocol header gave, which replaces the peer's in environ.
@@ -348,6 +350,7 @@ impl Conn {
                 closing: false,
                 out: Vec::new(),
                 close_after_flush: false,
+                requests: 0,
                 proxy_pending: false,
                 proxied: None,
             }),

@@ -46,6 +46,8 @@ const STALL: Duration = Duration::from_millis(1);
 const IDLE_TICKS: u32 = 50;
 /// Bodies up to this size are read completely before the application runs (slow uploads hold no app thread).
 pub const BUFFER_BODY: usize = 64 * 1024;
+/// While draining, how long a new connection may take to send its first request.
+const FRESH_GRACE_SECS: u64 = 2;
 /// How long a closing connection may take to send its FIN before it is dropped.
 const LINGER_SECS: u64 = 2;
 
@@ -432,6 +434,8 @@ impl Shared {
         // Wake often enough to shed requests that waited too long, else once a second for the timers.
         let timeout = match self.config.max_queue_wait {
             Some(limit) if !self.queue.lock().is_empty() => (limit / 4).max(Duration::from_millis(5)),
+            // While draining, look again soon at connections still on their way to a first request.
+            _ if self.draining.load(Ordering::Acquire) => Duration::from_millis(100),
             _ => Duration::from_secs(1),
         };
         if let Err(e) = poll.poll(events, Some(timeout)) {
@@ -522,18 +526,27 @@ impl Shared {
             let _ = self.registry.deregister(listener.source());
         }
         let aborted = self.aborted.load(Ordering::Acquire);
+        let now = self.now();
         for conn in self.conns.all() {
-            if aborted || conn.try_claim() {
-                let mut io = conn.io.lock();
-                if aborted || (io.data().is_empty() && !io.has_pending_output()) || io.closing {
-                    self.close(&conn, &mut io);
-                } else {
-                    drop(io);
-                    // A partial request: let it finish within the head timeout.
-                    conn.release();
-                }
+            if !aborted && !conn.try_claim() {
+                continue;
+            }
+            let mut io = conn.io.lock();
+            let idle = io.data().is_empty() && !io.has_pending_output();
+            // A connection that has not sent its first request may have it on the way: give it a moment.
+            let fresh = io.requests == 0 && now.saturating_sub(conn.last_active()) < FRESH_GRACE_SECS;
+            if aborted || io.closing || (idle && !fresh) {
+                self.close(&conn, &mut io);
+                continue;
+            }
+            drop(io);
+            // A request on its way or partly read: read on (it is answered with `Connection: close`); the head
+            // timeout still applies.
+            if let Drive::Request(exchange) = self.drive(&conn) {
+                self.queue.lock().push_back(exchange);
             }
         }
+        self.expire_idle();
         if self.conns.is_empty() && self.queue.lock().is_empty() {
             self.stopped.store(true, Ordering::Release);
             self.wake_all();
@@ -779,6 +792,7 @@ impl Shared {
             }
         };
         io.continue_sent = false;
+        io.requests += 1;
         let queued_at = self.config.max_queue_wait.map(|_| Instant::now());
         Ok(Some(Exchange {
             conn: conn.clone(),
