@@ -7,6 +7,7 @@ an application that cannot be loaded or an address that cannot be bound print on
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from typing import Any, NoReturn
 
 from ._version import __version__
 from .config import Config, Setting, settings
+from .config_file import ConfigFile, find_config_file, load_config_file
 from .errors import AppImportError, BindError, ConfigError, RustwsgiError
 from .server import serve_target
 
@@ -32,8 +34,10 @@ TARGET forms:
   module:factory()   calls factory() and serves what it returns; literal arguments are allowed
                      (`app:create_app('prod')`); --factory does the same for module:factory
 
-Every option can also be set through the environment variable shown beside it (RUSTWSGI_<NAME>);
-a command-line flag wins over the environment, which wins over the default."""
+Every option can also be set through the environment variable shown beside it (RUSTWSGI_<NAME>),
+or in a TOML config file under its setting name (threads = 8, keep_alive = 10, bind = ["unix:/run/app.sock"]):
+the file given with -c/--config, else ./rustwsgi.toml, else the [tool.rustwsgi] table of ./pyproject.toml.
+A command-line flag wins over the environment, which wins over the config file, which wins over the default."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument('target', metavar='TARGET', help='the WSGI application to serve, e.g. mysite.wsgi:application')
+    serve.add_argument(
+        '-c',
+        '--config',
+        dest='config_file',
+        metavar='FILE',
+        help='Read settings from this TOML file (from its [tool.rustwsgi] table if it is a pyproject.toml) instead '
+        'of ./rustwsgi.toml or ./pyproject.toml.',
+    )
+    serve.add_argument(
+        '--check-config',
+        action='store_true',
+        help='Print the effective settings, each with where its value came from, and exit without serving.',
+    )
     for spec in settings():
         _add_setting(serve, spec)
     return parser
@@ -96,6 +113,30 @@ def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
             value = tuple(item for group in value for item in group)
         values[spec.name] = value
     return values
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return '[' + ', '.join(_toml(item) for item in value) + ']'
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def describe_settings(config: Config, sources: dict[str, str], file: ConfigFile | None, target: str) -> str:
+    """The `--check-config` report: one TOML line per setting, with its source as a comment."""
+    lines = [
+        f'# rustwsgi {__version__}: effective settings for {target}',
+        f'# config file: {file.path if file is not None else "none"}',
+        '# precedence: command line > environment > config file > default',
+    ]
+    for spec in settings():
+        value = getattr(config, spec.name)
+        text = f'# {spec.name} is not set' if value is None else f'{spec.name} = {_toml(value)}'
+        lines.append(f'{text.ljust(40)}  # {sources[spec.name]}')
+    return '\n'.join(lines)
 
 
 def _exit_status(exc: SystemExit) -> int:
@@ -121,9 +162,13 @@ def main(argv: Sequence[str] | None = None, *, runner: Runner | None = None) -> 
     except SystemExit as exc:  # --help, --version and usage errors
         return _exit_status(exc)
     try:
-        config = Config.from_sources(_cli_values(args), os.environ)
+        file = load_config_file(args.config_file) if args.config_file else find_config_file()
+        config, sources = Config.resolve(_cli_values(args), os.environ, file)
     except ConfigError as exc:
         return _fail(f'error: {exc}', 2)
+    if args.check_config:
+        print(describe_settings(config, sources, file, args.target))
+        return 0
 
     try:
         return (runner or serve_target)(args.target, config)

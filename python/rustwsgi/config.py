@@ -2,7 +2,8 @@
 
 Each field of `Config` carries a `Setting` (CLI flags, converter, help). From that one declaration come the
 `rustwsgi serve` flags, the `RUSTWSGI_<NAME>` environment variables, the `--help` text and the README's CLI
-reference. Precedence when the CLI builds a `Config`: command-line flag, then environment variable, then default.
+reference; a config file (`config_file.py`) uses the setting names as keys. Precedence when the CLI builds a
+`Config`: command-line flag, then environment variable, then config file, then default.
 
 Adding an option: add a field below with `setting(...)`; if Rust needs it, add it to `Config.server_config()` and to
 `ServerConfig` in `src/config.rs` under the same name.
@@ -11,13 +12,17 @@ Adding an option: add a field below with `setting(...)`; if Rust needs it, add i
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+from .config_file import ConfigFile
 from .errors import ConfigError
+from .logs import DEFAULT_ACCESS_FORMAT, check_access_format
 
 __all__ = ['ENV_PREFIX', 'LOG_LEVELS', 'BindAddress', 'Config', 'Setting', 'format_bind', 'parse_bind', 'settings']
 
@@ -45,6 +50,8 @@ class Setting:
     help: str
     kind: SettingKind = 'value'
     metavar: str | None = None
+    env_aliases: tuple[str, ...] = ()
+    allow_empty: bool = False
 
     @property
     def env(self) -> str:
@@ -52,18 +59,24 @@ class Setting:
         return ENV_PREFIX + self.name.upper().replace('-', '_')
 
     @property
+    def env_names(self) -> tuple[str, ...]:
+        """`env`, then other accepted variables (gunicorn's `FORWARDED_ALLOW_IPS`), in order of precedence."""
+        return (self.env, *self.env_aliases)
+
+    @property
     def flag(self) -> str:
         """The canonical (first long) flag, used in error messages."""
         return next((f for f in self.flags if f.startswith('--')), self.flags[0])
 
     def default_text(self) -> str:
-        """The default as a user would type it (comma-separated for lists, '-' when unset)."""
+        """The default as a user would type it (comma-separated for lists, `none` when unset)."""
         if self.kind == 'flag':
             return 'off'
-        if self.default is None:
-            return '-'
+        if self.default is None or self.default == '':
+            # Not '-': for the log file settings '-' means a standard stream.
+            return 'none'
         if isinstance(self.default, tuple):
-            return ','.join(self.default) if self.default else '-'
+            return ','.join(self.default) if self.default else 'none'
         return str(self.default)
 
     def convert_value(self, value: Any) -> Any:
@@ -74,7 +87,7 @@ class Setting:
                 converted = tuple(self.convert(item) for item in items if not isinstance(item, str) or item.strip())
             except TypeError as exc:
                 raise ConfigError(f'expected a string or a list of strings, got {value!r}') from exc
-            if not converted and self.default:
+            if not converted and self.default and not self.allow_empty:
                 raise ConfigError('needs at least one value')
             return converted
         return self.convert(value)
@@ -87,9 +100,12 @@ def setting(
     help: str,
     kind: SettingKind = 'value',
     metavar: str | None = None,
+    env_aliases: tuple[str, ...] = (),
+    allow_empty: bool = False,
 ) -> Any:
     """Declare a `Config` field as a setting; the field name becomes the setting name."""
     spec = {'flags': flags, 'default': default, 'convert': convert, 'help': help, 'kind': kind, 'metavar': metavar}
+    spec.update(env_aliases=env_aliases, allow_empty=allow_empty)
     return dataclasses.field(default=default, metadata={'setting': spec})
 
 
@@ -254,6 +270,78 @@ def bind_address(value: Any) -> str:
     return format_bind(parse_bind(value))
 
 
+def worker_count(value: Any) -> int:
+    """A number of worker processes >= 1, or `auto`: the CPUs this process may run on (its affinity mask)."""
+    if isinstance(value, str) and value.strip().lower() == 'auto':
+        return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    return _int(value, 1)
+
+
+def octal_umask(value: Any) -> int:
+    """File permission bits to clear, 0 to 0o777; a string is read as octal (`007`, `0o117`)."""
+    if isinstance(value, bool):
+        raise ConfigError(f'must be an octal mode such as 007, got {value!r}')
+    if isinstance(value, int):
+        number = value
+    else:
+        text = str(value).strip().lower().removeprefix('0o')
+        if not text or any(c not in '01234567' for c in text):
+            raise ConfigError(f'must be an octal mode such as 007, got {value!r}')
+        number = int(text, 8)
+    if not 0 <= number <= 0o777:
+        raise ConfigError(f'must be an octal mode from 0 to 777, got {value!r}')
+    return number
+
+
+def log_file(value: Any) -> str:
+    """A log file path, or `-` for the standard stream."""
+    text = str(value).strip()
+    if not text:
+        raise ConfigError("must be a file path or '-'")
+    return text
+
+
+def log_config_file(value: Any) -> str | None:
+    """A dictConfig file: JSON (`.json`) or TOML (`.toml`); it is read when the server starts."""
+    path = optional_path(value)
+    if path is not None and not path.lower().endswith(('.json', '.toml')):
+        raise ConfigError(f'expected a .json or .toml file, got {value!r}')
+    return path
+
+
+def trusted_proxy(value: Any) -> str:
+    """One trusted proxy: an IP address, a CIDR block (`10.0.0.0/8`) or `*` for every peer."""
+    text = str(value).strip()
+    if text == '*':
+        return text
+    address, slash, bits = text.partition('/')
+    try:
+        if '%' in address or (slash and not bits.isdigit()):
+            raise ValueError(text)
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ConfigError(f'expected an IP address, a CIDR block such as 10.0.0.0/8, or *, got {value!r}') from None
+    return text
+
+
+def _url_path(value: Any) -> str:
+    text = str(value).strip()
+    if not text.startswith('/') or not text.isascii() or not text.isprintable() or any(c in text for c in ' ?#'):
+        raise ConfigError(f'must be a URL path starting with / (ASCII, no spaces, ? or #), got {value!r}')
+    return text
+
+
+def mount_path(value: Any) -> str:
+    """The path prefix an application is mounted under (`/app`), without a trailing slash; `` or `/` for none."""
+    text = str(value).strip()
+    return _url_path(text).rstrip('/') if text else ''
+
+
+def health_path(value: Any) -> str | None:
+    """A URL path (`/healthz`), or None."""
+    return None if value is None else _url_path(value)
+
+
 @dataclass(frozen=True)
 class Config:
     """Every rustwsgi setting, validated. Build it directly (`Config(threads=8)`), from the CLI or via `serve()`.
@@ -352,6 +440,206 @@ class Config:
         metavar='BYTES',
         help='Maximum size of a request body; larger get 413 before the application runs. 0 means unlimited.',
     )
+    # ---- deadlines and capacity (enforced by the Rust core) ----
+    timeout: float = setting(
+        '-t',
+        '--timeout',
+        default=30,
+        convert=seconds,
+        metavar='SECONDS',
+        help='Per-request deadline inside the application. When it passes the client gets 504 at once, the error '
+        'log shows the Python stack where the application thread is stuck, and the server keeps serving others. '
+        '0 disables it.',
+    )
+    header_timeout: float = setting(
+        '--header-timeout',
+        default=30,
+        convert=seconds,
+        metavar='SECONDS',
+        help='Time a client has to send its complete request head (and a body of up to 64 KiB) before the connection '
+        'is closed; stops clients that trickle bytes from holding connections forever.',
+    )
+    body_timeout: float = setting(
+        '--body-timeout',
+        default=30,
+        convert=seconds,
+        metavar='SECONDS',
+        help='Longest pause between bytes of a large request body the application is reading; after it the read '
+        'fails and the connection is closed.',
+    )
+    write_timeout: float = setting(
+        '--write-timeout',
+        default=30,
+        convert=seconds,
+        metavar='SECONDS',
+        help='Time a client may take none of its response before the connection is dropped.',
+    )
+    proxy_protocol: bool = setting(
+        '--proxy-protocol',
+        default=False,
+        convert=boolean,
+        kind='flag',
+        help='Expect a PROXY protocol header (version 1 or 2, as HAProxy and AWS load balancers send) at the start '
+        'of each connection from a peer in --forwarded-allow-ips; it gives the client address. Connections from '
+        'those peers without a valid header get 400.',
+    )
+    max_connections: int = setting(
+        '--max-connections',
+        default=10000,
+        convert=non_negative_int,
+        metavar='INT',
+        help='Open client connections per process beyond which the server stops accepting; further connections wait '
+        'in the kernel backlog. 0 means no limit.',
+    )
+    max_queue_wait: float = setting(
+        '--max-queue-wait',
+        default=0,
+        convert=seconds,
+        metavar='SECONDS',
+        help='Longest a parsed request may wait for a free application thread; after that it is answered 503 with '
+        'Retry-After by the server core, without the application. 0 disables it (requests still get 503 when '
+        '1024 are already waiting).',
+    )
+    # ---- processes, signals and binds (the supervisor: supervisor.py) ----
+    workers: int = setting(
+        '-w',
+        '--workers',
+        default=1,
+        convert=worker_count,
+        metavar='INT',
+        help='Number of worker processes, or `auto` for one per CPU this process may run on. With more than one '
+        '(or with --max-requests or --reload) a supervisor process forks the workers, replaces any that die and '
+        'handles SIGHUP, SIGTTIN and SIGTTOU; with one, rustwsgi serves in its main process.',
+    )
+    max_requests: int = setting(
+        '--max-requests',
+        default=0,
+        convert=non_negative_int,
+        metavar='INT',
+        help='Replace a worker after it has answered this many requests: a fresh worker takes over its socket while '
+        'the old one finishes the requests it has in progress. 0 disables it.',
+    )
+    max_requests_jitter: int = setting(
+        '--max-requests-jitter',
+        default=0,
+        convert=non_negative_int,
+        metavar='INT',
+        help='Add a random number from 0 to this to --max-requests for each worker, so workers are not all '
+        'replaced at the same time.',
+    )
+    preload: bool = setting(
+        '--preload',
+        default=False,
+        convert=boolean,
+        kind='flag',
+        help='Import the application once in the supervisor, before binding and forking the workers. Import '
+        'errors then stop rustwsgi at once; SIGHUP restarts the workers without re-importing the application.',
+    )
+    graceful_timeout: float = setting(
+        '--graceful-timeout',
+        default=30,
+        convert=seconds,
+        metavar='SECONDS',
+        help='How long a stopping worker may take to finish its requests in progress (after SIGTERM, SIGINT, or '
+        'when replaced by SIGHUP, SIGTTOU or --max-requests); then its connections are closed and, if application '
+        'code is still running, the worker process is killed.',
+    )
+    reload: bool = setting(
+        '--reload',
+        default=False,
+        convert=boolean,
+        kind='flag',
+        help="Development: restart the workers when a Python file in the application's directory changes. Needs "
+        'the watchfiles package (pip install "rustwsgi[reload]").',
+    )
+    pid: str | None = setting(
+        '-p',
+        '--pid',
+        default=None,
+        convert=optional_path,
+        metavar='FILE',
+        help='Write the process id of the server (of the supervisor when there is one) to this file; it is removed '
+        'at exit.',
+    )
+    umask: int = setting(
+        '-m',
+        '--umask',
+        default=0,
+        convert=octal_umask,
+        metavar='MODE',
+        help='Permission bits (octal) removed from the mode of unix socket files rustwsgi creates. The default 0 '
+        'gives srwxrwxrwx, so a proxy running as another user can connect; 007 limits it to owner and group.',
+    )
+    # ---- logs, proxies, health (logs.py) ----
+    access_logfile: str | None = setting(
+        '--access-logfile',
+        default=None,
+        convert=optional_path,
+        metavar='FILE',
+        help="Write one line per response to this file ('-' means stdout) through the rustwsgi.access logger. "
+        'Without it (or a --log-config that gives rustwsgi.access a handler) access logging is off and costs nothing.',
+    )
+    access_logformat: str = setting(
+        '--access-logformat',
+        default=DEFAULT_ACCESS_FORMAT,
+        convert=check_access_format,
+        metavar='FORMAT',
+        help="The access log line, from gunicorn's atoms: %(h)s remote address, %(l)s '-', %(u)s user (basic auth), "
+        '%(t)s request time, %(r)s request line, %(m)s method, %(U)s path, %(q)s query, %(H)s protocol, %(s)s status, '
+        "%(B)s body bytes, %(b)s the same or '-' for none, %(f)s referer, %(a)s user agent, %(T)s / %(M)s / %(D)s / "
+        '%(L)s duration in seconds / milliseconds / microseconds / decimal seconds, %(p)s pid, %({header}i)s a '
+        'request header, %({key}e)s an environ key. Or `json`: one JSON object per line with time, remote_addr, '
+        'method, path, query, protocol, status, bytes, duration (seconds), request_id (the X-Request-ID header, '
+        'else a random id), user_agent and referer.',
+    )
+    error_logfile: str = setting(
+        '--error-logfile',
+        '--log-file',
+        default='-',
+        convert=log_file,
+        metavar='FILE',
+        help="Where the rustwsgi.error logger writes (start-up, shutdown, application errors); '-' means stderr.",
+    )
+    log_config: str | None = setting(
+        '--log-config',
+        default=None,
+        convert=log_config_file,
+        metavar='FILE',
+        help='A logging.config.dictConfig dictionary in a JSON (.json) or TOML (.toml) file, applied at start-up. '
+        'Loggers it names (rustwsgi.error, rustwsgi.access) keep exactly its handlers; the defaults above apply to '
+        'the others. Access lines are written when it lets rustwsgi.access emit INFO records to a handler.',
+    )
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        '--forwarded-allow-ips',
+        default=('127.0.0.1', '::1'),
+        convert=trusted_proxy,
+        kind='list',
+        metavar='ADDRESSES',
+        env_aliases=('FORWARDED_ALLOW_IPS',),
+        allow_empty=True,
+        help='Proxies whose X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and Forwarded (RFC 7239) headers '
+        'are believed: comma-separated addresses, CIDR blocks, or * for every peer; empty for none. From a trusted '
+        'peer, the right-most address that is not itself a trusted proxy becomes REMOTE_ADDR, and the scheme and '
+        'host set wsgi.url_scheme and HTTP_HOST; from other peers the headers are left alone. Unix socket peers are '
+        'always trusted. FORWARDED_ALLOW_IPS is read too, as in gunicorn.',
+    )
+    root_path: str = setting(
+        '--root-path',
+        default='',
+        convert=mount_path,
+        metavar='PATH',
+        help='The URL path prefix the application is mounted under behind a proxy (/app): it becomes SCRIPT_NAME '
+        'and is removed from the front of PATH_INFO.',
+    )
+    health_path: str | None = setting(
+        '--health-path',
+        default=None,
+        convert=health_path,
+        metavar='PATH',
+        help='Answer GET and HEAD requests for exactly this path (/healthz) in the server core, without the '
+        "application, even while every thread is busy: 200 'ok', or 503 'draining' once the server is shutting "
+        'down, so a load balancer stops sending.',
+    )
 
     def __post_init__(self) -> None:
         for spec in settings():
@@ -362,26 +650,57 @@ class Config:
             object.__setattr__(self, spec.name, value)
 
     @classmethod
-    def from_sources(cls, cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
-        """Build a Config from CLI values (None = not given), then `RUSTWSGI_*` variables, then defaults.
+    def from_sources(
+        cls,
+        cli: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        file: ConfigFile | None = None,
+    ) -> Config:
+        """Build a Config from CLI values (None = not given), then `RUSTWSGI_*` variables, then `file`, then
+        defaults. A bad value raises `ConfigError` naming the variable or the file."""
+        return cls.resolve(cli, environ, file)[0]
 
-        A bad environment value raises `ConfigError` naming the variable.
-        """
+    @classmethod
+    def resolve(
+        cls,
+        cli: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+        file: ConfigFile | None = None,
+    ) -> tuple[Config, dict[str, str]]:
+        """As `from_sources`, also returning where each setting came from: `command line`, the environment
+        variable's name, the file's path, or `default`. A key of `file` that is no setting raises `ConfigError`."""
         cli = cli or {}
         environ = environ if environ is not None else {}
+        specs = list(settings())
+        if file is not None:
+            names = [spec.name for spec in specs]
+            for key in file.values:
+                if key not in names:
+                    close = difflib.get_close_matches(key, names, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ''
+                    raise ConfigError(f'{file.path}: unknown setting {key!r}{hint}')
         values: dict[str, Any] = {}
-        for spec in settings():
+        sources: dict[str, str] = {}
+        for spec in specs:
             given = cli.get(spec.name)
+            variable = next((name for name in spec.env_names if environ.get(name, '').strip()), None)
             if given is not None:
-                values[spec.name] = given
-                continue
-            raw = environ.get(spec.env, '')
-            if raw.strip():
+                values[spec.name], sources[spec.name] = given, 'command line'
+            elif variable is not None:
                 try:
-                    values[spec.name] = spec.convert_value(raw)
+                    values[spec.name] = spec.convert_value(environ[variable])
                 except ConfigError as exc:
-                    raise ConfigError(f'{spec.env}: {exc}') from None
-        return cls(**values)
+                    raise ConfigError(f'{variable}: {exc}') from None
+                sources[spec.name] = variable
+            elif file is not None and spec.name in file.values:
+                try:
+                    values[spec.name] = spec.convert_value(file.values[spec.name])
+                except ConfigError as exc:
+                    raise ConfigError(f'{file.path}: {spec.name}: {exc}') from None
+                sources[spec.name] = file.path
+            else:
+                sources[spec.name] = 'default'
+        return cls(**values), sources
 
     def server_config(self) -> dict[str, Any]:
         """The dict handed to `_rustwsgi.Server`: exactly the keys its `ServerConfig` reads."""
@@ -392,6 +711,17 @@ class Config:
             'limit_request_fields': self.limit_request_fields,
             'limit_request_field_size': self.limit_request_field_size,
             'limit_request_body': self.limit_request_body,
+            'max_requests': self.max_requests,
+            'forwarded_allow_ips': list(self.forwarded_allow_ips),
+            'root_path': self.root_path,
+            'health_path': self.health_path,
+            'timeout': float(self.timeout),
+            'max_connections': self.max_connections,
+            'max_queue_wait': float(self.max_queue_wait),
+            'proxy_protocol': self.proxy_protocol,
+            'header_timeout': float(self.header_timeout),
+            'body_timeout': float(self.body_timeout),
+            'write_timeout': float(self.write_timeout),
         }
 
     def addresses(self) -> list[BindAddress]:
