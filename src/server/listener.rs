@@ -40,7 +40,8 @@ impl Listener {
         match self {
             Listener::Tcp(listener) => {
                 let (stream, addr) = listener.accept()?;
-                stream.set_nodelay(true)?;
+                // Without NODELAY a response head may wait for a delayed ACK; the connection still works.
+                let _ = stream.set_nodelay(true);
                 Ok((Stream::Tcp(stream), Peer::Ip(addr)))
             }
             Listener::Unix(listener) => {

@@ -40,6 +40,8 @@ use slab::Slab;
 
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
+/// Requests of one connection answered back to back before its next one goes through the queue.
+const MAX_INLINE: usize = 16;
 /// How long the watcher lets a request run before it considers the poller stalled.
 const STALL: Duration = Duration::from_millis(1);
 /// Idle watcher ticks before the watcher stops ticking until the next request enters the application.
@@ -288,6 +290,7 @@ impl Shared {
             self.watcher_main(worker);
             return;
         }
+        let mut since_poll = 0;
         loop {
             if self.stopping() {
                 return;
@@ -295,8 +298,19 @@ impl Shared {
             let job = self.queue.lock().pop_front();
             if let Some(exchange) = job {
                 self.run(index, exchange, worker);
+                since_poll += 1;
+                // Between queued requests, look at the sockets now and then so that a long queue (or a pipelining
+                // client) does not hold back accepts and reads for everyone else.
+                if since_poll >= MAX_INLINE {
+                    if let Some(mut state) = self.poll.try_lock() {
+                        since_poll = 0;
+                        let state: &mut PollState = &mut state;
+                        worker.blocking(&mut || self.poll_once(state));
+                    }
+                }
                 continue;
             }
+            since_poll = 0;
             if let Some(mut state) = self.poll.try_lock() {
                 let state: &mut PollState = &mut state;
                 worker.blocking(&mut || self.poll_once(state));
@@ -431,9 +445,12 @@ impl Shared {
             listeners,
             last_scan,
         } = state;
-        // Wake often enough to shed requests that waited too long, else once a second for the timers.
+        // Wake often enough to shed requests that waited too long, else once a second for the timers. With work
+        // already queued, only look for what is ready now.
+        let queued = !self.queue.lock().is_empty();
         let timeout = match self.config.max_queue_wait {
-            Some(limit) if !self.queue.lock().is_empty() => (limit / 4).max(Duration::from_millis(5)),
+            _ if queued && self.config.max_queue_wait.is_none() => Duration::ZERO,
+            Some(limit) if queued => (limit / 4).max(Duration::from_millis(5)),
             // While draining, look again soon at connections still on their way to a first request.
             _ if self.draining.load(Ordering::Acquire) => Duration::from_millis(100),
             _ => Duration::from_secs(1),
@@ -508,9 +525,14 @@ impl Shared {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Out of descriptors or a connection reset before accept: try again on the next event.
-                Err(_) => return,
+                // A connection reset before it was accepted: take the next one.
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+                // Out of descriptors or memory: pause like at the connection limit, so the next close (or the
+                // next poll) takes the queued connections; the edge-triggered listener would not report them.
+                Err(_) => {
+                    self.accept_paused.store(true, Ordering::Release);
+                    return;
+                }
             }
         }
     }
@@ -535,7 +557,15 @@ impl Shared {
             let idle = io.data().is_empty() && !io.has_pending_output();
             // A connection that has not sent its first request may have it on the way: give it a moment.
             let fresh = io.requests == 0 && now.saturating_sub(conn.last_active()) < FRESH_GRACE_SECS;
-            if aborted || io.closing || (idle && !fresh) {
+            if io.closing && !aborted {
+                // Lingering after an error response: closing now could reset it; the linger timeout ends it.
+                drop(io);
+                if !conn.release() {
+                    self.drive_and_queue(&conn);
+                }
+                continue;
+            }
+            if aborted || (idle && !fresh) {
                 self.close(&conn, &mut io);
                 continue;
             }
@@ -839,6 +869,7 @@ impl Shared {
 
     /// Answers one request and then keeps serving its connection while requests are already buffered.
     fn run(&self, index: usize, mut exchange: Exchange, worker: &dyn Worker) {
+        let mut inline = 1;
         loop {
             exchange.conn.response_started.store(false, Ordering::Release);
             if self.config.timeout.is_some() {
@@ -880,7 +911,16 @@ impl Shared {
                 return;
             }
             match self.drive(&conn) {
-                Drive::Request(next) => exchange = next,
+                // A client that keeps its pipeline full must not keep this thread from polling for the others:
+                // after a few requests its next one waits in the queue behind theirs.
+                Drive::Request(next) if inline >= MAX_INLINE => {
+                    self.queue.lock().push_back(next);
+                    return;
+                }
+                Drive::Request(next) => {
+                    exchange = next;
+                    inline += 1;
+                }
                 Drive::Done => return,
             }
         }

@@ -45,6 +45,8 @@ struct Sent {
     framing: Framing,
     keep_alive: bool,
     body_bytes: u64,
+    /// The chunked body's last chunk went out; nothing may follow it.
+    terminated: bool,
 }
 
 #[derive(Default)]
@@ -136,6 +138,7 @@ impl StartResponse {
             framing,
             keep_alive,
             body_bytes: 0,
+            terminated: false,
         });
         Ok(())
     }
@@ -192,8 +195,9 @@ impl StartResponse {
                     body_total += chunk.len() as u64;
                     line_start = line_end;
                 }
-                if last {
+                if last && !sent.terminated {
                     slices.push(IoSlice::new(LAST_CHUNK));
+                    sent.terminated = true;
                 }
             }
             Framing::KnownLength(_) | Framing::UntilClose => {
@@ -274,7 +278,7 @@ impl StartResponse {
     /// As `send`.
     pub fn finish(&self, py: Python<'_>) -> Result<bool, SendError> {
         let sent = self.state.lock().sent;
-        if sent.is_none_or(|s| s.framing == Framing::Chunked) {
+        if sent.is_none_or(|s| s.framing == Framing::Chunked && !s.terminated) {
             self.send(py, &[], true)?;
         }
         let state = self.state.lock();

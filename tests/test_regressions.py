@@ -1,0 +1,40 @@
+"""Regression tests for framing bugs found in review, each over a kept-alive connection so a stray byte would show
+up as a broken second response."""
+
+from __future__ import annotations
+
+import socket
+
+
+def read_chunked_response(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
+    """Read one chunked HTTP/1.1 response; return its decoded body and whatever followed it."""
+    while b'\r\n\r\n' not in buffer:
+        buffer += sock.recv(65536)
+    head, rest = buffer.split(b'\r\n\r\n', 1)
+    assert b'Transfer-Encoding: chunked' in head, head
+    body = b''
+    while True:
+        while b'\r\n' not in rest:
+            rest += sock.recv(65536)
+        size_line, rest = rest.split(b'\r\n', 1)
+        size = int(size_line, 16)
+        while len(rest) < size + 2:
+            rest += sock.recv(65536)
+        if size == 0:
+            assert rest[:2] == b'\r\n'
+            return body, rest[2:]
+        body, rest = body + rest[:size], rest[size + 2 :]
+
+
+def test_write_then_list_ends_the_chunked_body_once(serve):
+    served = serve('regress:write_then_list')
+    with socket.create_connection(('127.0.0.1', served.port), timeout=10) as sock:
+        sock.sendall(b'GET /one HTTP/1.1\r\nHost: t\r\n\r\n')
+        body, leftover = read_chunked_response(sock, b'')
+        assert body == b'from write, from the list'
+        sock.sendall(b'GET /two HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n')
+        rest = leftover
+        while chunk := sock.recv(65536):
+            rest += chunk
+    # The second response starts right away: no stray terminator from the first one in front of it.
+    assert rest.startswith(b'HTTP/1.1 200 OK\r\n'), rest[:60]
