@@ -543,3 +543,15 @@ def test_reload_without_watchfiles_is_one_line() -> None:
     assert result.stderr.strip().splitlines() == [
         'rustwsgi: error: --reload needs the watchfiles package: pip install "rustwsgi[reload]"'
     ]
+
+
+def test_worker_with_a_thread_stuck_past_timeout_is_recycled(serve: ServeFactory) -> None:
+    """--timeout answers 504; a thread that stays stuck for another --timeout gets its worker replaced."""
+    served = serve('slow:app', '-w', '2', '--timeout', '1', '--graceful-timeout', '1')
+    response = requests.get(f'{served.url}/sleep?30', timeout=10)
+    assert response.status_code == 504
+    served.wait_for_log('recycling worker', timeout=15)
+    served.wait_for_log('worker (pid: ', timeout=15)
+    log = served.wait_for_log('exits now', timeout=15)
+    assert log.count('Booting worker with pid') >= 3, log
+    assert requests.get(f'{served.url}/fast', timeout=10).text == 'done'

@@ -575,8 +575,10 @@ class Supervisor:
         server.start()
         os.write(status_w, READY)
         told_draining = False
+        stuck = StuckThreads(config.timeout, config.graceful_timeout)
         while not server.wait(WORKER_TICK):
             policy.poll()
+            told_draining = stuck.check(server, status_w, told_draining, stopping=policy.stopping)
             if not told_draining and not policy.stopping and server.draining():
                 told_draining = True
                 with contextlib.suppress(OSError):
@@ -639,3 +641,53 @@ def supervise(config: Config, app: WSGIApp | str) -> int:
     if isinstance(app, str):
         return Supervisor(config, target=app).run()
     return Supervisor(config, app=app).run()
+
+
+class StuckThreads:
+    """Decides when a worker with a request thread stuck past `--timeout` is recycled: once the thread has stayed
+    stuck for another `timeout` (its grace period), and ended for good `graceful_timeout` after that."""
+
+    def __init__(self, timeout: float, graceful_timeout: float) -> None:
+        self.timeout = timeout
+        self.graceful_timeout = graceful_timeout
+        self._stuck_since: float | None = None
+        self._recycling_since: float | None = None
+
+    def should_recycle(self, stuck: int) -> bool:
+        """Called every tick with the number of stuck threads; True once, when recycling should start."""
+        if not self.timeout or self._recycling_since is not None:
+            return False
+        now = time.monotonic()
+        if not stuck:
+            self._stuck_since = None
+            return False
+        if self._stuck_since is None:
+            self._stuck_since = now
+        if now - self._stuck_since >= self.timeout:
+            self._recycling_since = now
+            return True
+        return False
+
+    def check(self, server: Any, status_w: int, told_draining: bool, *, stopping: bool) -> bool:
+        """One tick of the worker loop: start recycling, or end the process, as due. Returns `told_draining`."""
+        if not stopping and self.should_recycle(server.stats()['stuck']):
+            # A request thread that never comes back cannot be stopped from Python: start a replacement, drain,
+            # and end the process if the thread is still stuck after the graceful timeout.
+            log.error(
+                'A request thread is still stuck %gs after --timeout; recycling worker (pid: %d)',
+                self.timeout,
+                os.getpid(),
+            )
+            if not told_draining:
+                told_draining = True
+                with contextlib.suppress(OSError):
+                    os.write(status_w, DRAINING)
+            server.shutdown(graceful=True)
+        if self.past_grace():
+            log.error('The stuck request thread did not return; worker (pid: %d) exits now', os.getpid())
+            os._exit(0)
+        return told_draining
+
+    def past_grace(self) -> bool:
+        """True when recycling started more than `graceful_timeout` ago and the process is still here."""
+        return self._recycling_since is not None and time.monotonic() - self._recycling_since > self.graceful_timeout
