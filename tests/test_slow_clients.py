@@ -99,3 +99,24 @@ def test_write_timeout_drops_a_client_that_takes_nothing(serve):
         raise AssertionError('the server kept the connection of a client that reads nothing')
     sock.close()
     assert ask_small(served.port).startswith(b'HTTP/1.1 200 OK\r\n')
+
+
+def test_header_timeout_counts_from_the_first_byte_not_the_last(serve):
+    served = serve('sized:app', '--header-timeout', '2')
+    with socket.create_connection(('127.0.0.1', served.port), timeout=15) as sock:
+        sock.settimeout(0.5)
+        head = b'GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ' + b'a' * 100
+        closed = False
+        for byte in head:
+            try:
+                sock.sendall(bytes([byte]))
+                if sock.recv(4096) == b'':
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+        # 100+ bytes at one per 0.5 s would take over 50 s: the server ends it after about 2 s of trickling.
+        assert closed, 'a head trickled in byte by byte was allowed to take longer than --header-timeout'

@@ -108,6 +108,9 @@ pub struct ConnIo {
     pub close_after_flush: bool,
     /// Requests read from this connection so far.
     pub requests: u64,
+    /// Clock second at which the first byte of the request being read arrived (the head timeout counts from
+    /// here, however slowly the rest trickles in).
+    pub head_since: Option<u64>,
     /// A PROXY protocol header must come before the first request.
     pub proxy_pending: bool,
     /// The client address a PROXY protocol header gave, which replaces the peer's in environ.
@@ -325,6 +328,8 @@ pub struct Conn {
     pub fd: RawFd,
     /// Set once the head of the current response left (a timed-out request can then no longer get a 504).
     pub response_started: AtomicBool,
+    /// Milliseconds since `PROGRESS_EPOCH` when the current response last sent a block; 0 before the first.
+    progress_ms: AtomicU64,
     state: AtomicU8,
     /// Coarse clock second of the last activity, for idle and read timeouts.
     last_active: AtomicU64,
@@ -340,6 +345,7 @@ impl Conn {
             peer,
             fd: stream.raw_fd(),
             response_started: AtomicBool::new(false),
+            progress_ms: AtomicU64::new(0),
             io: Mutex::new(ConnIo {
                 stream: Some(stream),
                 buf: vec![0; INITIAL_BUFFER],
@@ -351,12 +357,30 @@ impl Conn {
                 out: Vec::new(),
                 close_after_flush: false,
                 requests: 0,
+                head_since: None,
                 proxy_pending: false,
                 proxied: None,
             }),
             state: AtomicU8::new(0),
             last_active: AtomicU64::new(now),
         }
+    }
+
+    /// The current response just sent a block to the client.
+    pub fn note_progress(&self) {
+        self.progress_ms.store(progress_clock().max(1), Ordering::Relaxed);
+    }
+
+    /// Forgets the previous response's progress (a new request starts).
+    pub fn reset_progress(&self) {
+        self.progress_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Time since the current response last sent a block, if it sent any.
+    #[must_use]
+    pub fn since_progress(&self) -> Option<std::time::Duration> {
+        let at = self.progress_ms.load(Ordering::Relaxed);
+        (at != 0).then(|| std::time::Duration::from_millis(progress_clock().saturating_sub(at)))
     }
 
     /// Records readiness; true if the caller now owns the connection and must drive it.
@@ -392,4 +416,10 @@ impl Conn {
     pub fn last_active(&self) -> u64 {
         self.last_active.load(Ordering::Relaxed)
     }
+}
+
+/// Milliseconds on a process-wide monotonic clock, for response progress.
+fn progress_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(START.get_or_init(std::time::Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -128,6 +128,8 @@ struct Shared {
 
 #[derive(Default)]
 struct Idle {
+    /// Resting app threads the watcher asked to take over polling.
+    handoffs: usize,
     /// The watcher is in its long sleep and needs a wake-up when a request enters the application
     /// (mirrored in `Shared::watcher_deep` so the hot path can check it without the lock).
     watcher_deep: bool,
@@ -311,26 +313,49 @@ impl Shared {
                 continue;
             }
             since_poll = 0;
-            if let Some(mut state) = self.poll.try_lock() {
-                let state: &mut PollState = &mut state;
-                worker.blocking(&mut || self.poll_once(state));
-                continue;
+            // While another thread is in the application, this one polls only when the watcher says that thread
+            // stalled: otherwise a CPU-bound app would have two threads fighting over the GIL.
+            if self.in_app.load(Ordering::Acquire) == 0 || self.take_handoff() {
+                if let Some(mut state) = self.poll.try_lock() {
+                    let state: &mut PollState = &mut state;
+                    worker.blocking(&mut || self.poll_once(state));
+                    continue;
+                }
             }
             worker.blocking(&mut || self.rest());
         }
     }
 
-    /// An app thread with nothing to do waits while another thread polls.
+    /// Takes one of the watcher's hand-offs, if there is one.
+    fn take_handoff(&self) -> bool {
+        let mut idle = self.idle.lock();
+        if idle.handoffs > 0 {
+            idle.handoffs -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// An app thread with nothing to do waits while another thread polls or runs the application, until the
+    /// watcher hands it work.
     fn rest(&self) {
         let mut idle = self.idle.lock();
-        // Checked under `idle`: the watcher gives the poll up before it notifies under `idle`, so a thread either
-        // sees the poll free here or gets the notification.
-        if self.stopping() || !self.queue.lock().is_empty() || !self.poll.is_locked() {
-            return;
+        // Checked under `idle`: the watcher adds a hand-off and notifies under `idle`, so none is missed.
+        loop {
+            if self.stopping() || idle.handoffs > 0 {
+                return;
+            }
+            if self.in_app.load(Ordering::Acquire) == 0 && !self.poll.is_locked() {
+                return;
+            }
+            idle.spares += 1;
+            let waited = self.spare_cv.wait_for(&mut idle, Duration::from_secs(1));
+            idle.spares -= 1;
+            if !waited.timed_out() {
+                return;
+            }
         }
-        idle.spares += 1;
-        self.spare_cv.wait_for(&mut idle, Duration::from_secs(1));
-        idle.spares -= 1;
     }
 
     /// The watcher: checks deadlines, and when the app threads stall (none free, or none polling while requests
@@ -346,19 +371,19 @@ impl Shared {
                 if self.stopping() {
                     return;
                 }
-                {
-                    let Some(mut state) = self.poll.try_lock() else { break };
-                    let state: &mut PollState = &mut state;
-                    worker.blocking(&mut || self.poll_once(state));
-                }
                 if self.in_app.load(Ordering::Acquire) < self.config.threads {
-                    // An app thread is free again: it takes the queued work and the poll back.
-                    let idle = self.idle.lock();
+                    // An app thread is free: hand it the poll and the queued work.
+                    let mut idle = self.idle.lock();
                     if idle.spares > 0 {
+                        idle.handoffs += 1;
                         self.spare_cv.notify_one();
                     }
                     break;
                 }
+                // Every app thread is busy: poll in their place.
+                let Some(mut state) = self.poll.try_lock() else { break };
+                let state: &mut PollState = &mut state;
+                worker.blocking(&mut || self.poll_once(state));
             }
         }
     }
@@ -589,9 +614,6 @@ impl Shared {
         let keep_alive = whole_seconds(self.config.keep_alive);
         for conn in self.conns.all() {
             let age = now.saturating_sub(conn.last_active());
-            if age < keep_alive.min(LINGER_SECS) {
-                continue;
-            }
             if !conn.try_claim() {
                 continue;
             }
@@ -603,7 +625,8 @@ impl Shared {
             } else if io.data().is_empty() {
                 age >= keep_alive
             } else {
-                age >= whole_seconds(self.config.header_timeout)
+                let head_age = io.head_since.map_or(age, |since| now.saturating_sub(since));
+                head_age >= whole_seconds(self.config.header_timeout)
             };
             if expired {
                 self.close(&conn, &mut io);
@@ -762,7 +785,13 @@ impl Shared {
             }
             let max = self.max_buffer();
             match io.read_more(max) {
-                Ok(ReadStatus::Data { .. }) => conn.touch(self.now()),
+                Ok(ReadStatus::Data { .. }) => {
+                    let now = self.now();
+                    conn.touch(now);
+                    if io.head_since.is_none() {
+                        io.head_since = Some(now);
+                    }
+                }
                 Ok(ReadStatus::WouldBlock) => {}
                 Ok(ReadStatus::Eof) | Err(_) => {
                     self.close(conn, &mut io);
@@ -823,6 +852,8 @@ impl Shared {
         };
         io.continue_sent = false;
         io.requests += 1;
+        // Bytes of a pipelined request after this one start its own head clock.
+        io.head_since = (io.data().len() > consumed).then(|| self.now());
         let queued_at = self.config.max_queue_wait.map(|_| Instant::now());
         Ok(Some(Exchange {
             conn: conn.clone(),
@@ -872,6 +903,7 @@ impl Shared {
         let mut inline = 1;
         loop {
             exchange.conn.response_started.store(false, Ordering::Release);
+            exchange.conn.reset_progress();
             if self.config.timeout.is_some() {
                 self.deadlines
                     .enter(index, &exchange.conn, |text| describe(&exchange, text));
