@@ -25,6 +25,14 @@ def test_timeout_answers_504_logs_the_stack_and_keeps_serving(serve):
     assert requests.get(f'{served.url}/fast', timeout=10).text == 'done'
 
 
+def test_timeout_spares_a_response_that_keeps_streaming(serve):
+    served = serve('slow:app', '--timeout', '1')
+    response = requests.get(f'{served.url}/stream', timeout=20)
+    assert response.status_code == 200
+    assert response.text == ''.join(f'block {i}\n' for i in range(10))
+    assert 'timed out' not in served.log()
+
+
 def test_requests_waiting_too_long_are_shed_with_503(serve):
     served = serve('slow:app', '--threads', '1', '--max-queue-wait', '0.2', '--health-path', '/healthz')
     results: list[requests.Response] = []

@@ -80,7 +80,10 @@ impl Deadlines {
                 continue;
             };
             let elapsed = started.elapsed();
-            if elapsed < timeout {
+            // A response that keeps reaching the client is progress: the deadline counts from its last block,
+            // so a long stream (or a slow reader) is not cut off, while an app that stops producing is.
+            let idle = conn.since_progress().map_or(elapsed, |since| since.min(elapsed));
+            if idle < timeout {
                 continue;
             }
             if !conn.response_started.load(Ordering::Acquire) {

@@ -219,6 +219,7 @@ impl StartResponse {
                 io.write_all_vectored(&mut slices, &mut wait)
             };
             written.map_err(SendError::Io)?;
+            self.conn.note_progress();
         }
         Ok(complete)
     }
@@ -259,6 +260,7 @@ impl StartResponse {
                 Ok(n) => {
                     remaining -= n as u64;
                     sent.body_bytes += n as u64;
+                    self.conn.note_progress();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

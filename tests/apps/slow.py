@@ -4,7 +4,17 @@ import sys
 import time
 
 
+def stream(environ, start_response):
+    """Ten blocks, 0.3 s apart: a response that takes 3 s but keeps making progress."""
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    for i in range(10):
+        time.sleep(0.3)
+        yield f'block {i}\n'.encode()
+
+
 def app(environ, start_response):
+    if environ['PATH_INFO'] == '/stream':
+        return stream(environ, start_response)
     if environ['PATH_INFO'] == '/sleep':
         print('slow request entered the app', file=sys.stderr, flush=True)
         time.sleep(float(environ['QUERY_STRING'] or '1'))
