@@ -346,7 +346,9 @@ impl Shared {
             if self.stopping() || idle.handoffs > 0 {
                 return;
             }
-            if self.in_app.load(Ordering::Acquire) == 0 && !self.poll.is_locked() {
+            // Nobody polls, nobody is in the app and nothing waits: this thread takes the poll. (While the leading
+            // thread works through its queue it is neither polling nor in the app; the queue shows it is busy.)
+            if self.in_app.load(Ordering::Acquire) == 0 && !self.poll.is_locked() && self.queue.lock().is_empty() {
                 return;
             }
             idle.spares += 1;
