@@ -225,7 +225,9 @@ impl BodyDecoder {
     }
 }
 
-fn hex_value(b: u8) -> Option<u8> {
+/// The value of one hex digit.
+#[must_use]
+pub fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

@@ -249,7 +249,7 @@ impl Framing {
                 }
             }
         } else if name.eq_ignore_ascii_case("expect") {
-            self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
+            self.expect_continue = trim_ows(value).eq_ignore_ascii_case(b"100-continue");
         }
         Ok(())
     }
@@ -257,7 +257,7 @@ impl Framing {
     /// RFC 9112 §6.3: chunked must be the final coding and appear once; a coding we cannot decode is 501.
     fn note_transfer_encoding(&mut self, value: &[u8]) -> Result<(), HttpError> {
         for coding in value.split(|&b| b == b',') {
-            let coding = trim(coding);
+            let coding = trim_ows(coding);
             if coding.is_empty() {
                 return Err(HttpError::BadRequest("empty transfer coding"));
             }
@@ -312,7 +312,7 @@ impl Framing {
 
 /// RFC 9110 §8.6: `Content-Length = 1*DIGIT`; signs, spaces inside, lists, leading zeros and overflow are refused.
 fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
-    let digits = trim(value);
+    let digits = trim_ows(value);
     // Leading zeros are refused too: some parsers read them as octal, so they are a smuggling lever.
     let padded = digits.len() > 1 && digits[0] == b'0';
     if digits.is_empty() || digits.len() > 19 || padded || !digits.iter().all(u8::is_ascii_digit) {
@@ -322,10 +322,15 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
 }
 
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|item| !item.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|item| !item.is_empty())
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
+/// Strips optional whitespace (spaces and tabs, RFC 9110 §5.6.3) from both ends.
+#[must_use]
+pub fn trim_ows(bytes: &[u8]) -> &[u8] {
     let start = bytes
         .iter()
         .position(|&b| b != b' ' && b != b'\t')

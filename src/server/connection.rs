@@ -197,21 +197,7 @@ impl ConnIo {
         bufs: &mut [IoSlice<'_>],
         wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
     ) -> io::Result<()> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        let mut bufs = bufs;
-        IoSlice::advance_slices(&mut bufs, 0);
-        while !bufs.is_empty() {
-            match stream.write_vectored(bufs) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(stream.raw_fd())?,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.write_vectored_with(bufs, wait, false)
     }
 
     /// Like `write_all_vectored`, for the last bytes of a response: when the socket is full and what is left
@@ -224,6 +210,15 @@ impl ConnIo {
         bufs: &mut [IoSlice<'_>],
         wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
     ) -> io::Result<()> {
+        self.write_vectored_with(bufs, wait, true)
+    }
+
+    fn write_vectored_with(
+        &mut self,
+        bufs: &mut [IoSlice<'_>],
+        wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
+        park: bool,
+    ) -> io::Result<()> {
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
@@ -235,8 +230,7 @@ impl ConnIo {
                 Ok(n) => IoSlice::advance_slices(&mut bufs, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left: usize = bufs.iter().map(|b| b.len()).sum();
-                    if left <= OUT_BUFFER {
+                    if park && bufs.iter().map(|b| b.len()).sum::<usize>() <= OUT_BUFFER {
                         for buf in bufs.iter() {
                             self.out.extend_from_slice(buf);
                         }

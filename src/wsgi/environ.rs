@@ -7,8 +7,9 @@ use pyo3::types::{PyDict, PyString};
 
 use std::io::Write as _;
 
+use crate::http::body::hex_value;
 use crate::http::forwarded::{client_info, TrustedProxies};
-use crate::http::request::{HeaderRange, RequestHead};
+use crate::http::request::{trim_ows, HeaderRange, RequestHead};
 use crate::http::response::itoa_u64;
 use crate::server::connection::Peer;
 
@@ -79,7 +80,7 @@ pub fn build_environ<'py>(
         if name.contains(&b'_') {
             continue;
         }
-        let value = trim(&buf[header.value.clone()]);
+        let value = trim_ows(&buf[header.value.clone()]);
         let key = match consts.header_key(name) {
             Some(key) => key.bind(py).clone(),
             None => PyString::new(py, &environ_key(name)),
@@ -228,7 +229,7 @@ pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let mut i = 0;
     while i < input.len() {
         if input[i] == b'%' && i + 2 < input.len() {
-            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+            if let (Some(h), Some(l)) = (hex_value(input[i + 1]), hex_value(input[i + 2])) {
                 out.push(h * 16 + l);
                 i += 3;
                 continue;
@@ -238,27 +239,6 @@ pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         i += 1;
     }
     std::borrow::Cow::Owned(out)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 /// Bytes as a `str`, one code point per byte (latin-1), as PEP 3333 requires for values from the wire.
