@@ -59,7 +59,7 @@ impl PyServer {
             logger,
             rules,
             empty_input: Py::new(py, crate::wsgi::input::Input::empty())?,
-            body_timeout: config.body_timeout(),
+            body_pace: config.body_pace(),
             write_timeout: config.write_timeout(),
             access_log: config.access_log,
         };

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use crate::http::forwarded::TrustedProxies;
 use crate::http::Limits;
 use crate::server::LoopConfig;
+use crate::wsgi::input::BodyPace;
 
 /// Read from the dict the Python side builds from its settings registry.
 #[derive(Debug, FromPyObject)]
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     /// Seconds a streamed request body may pause between bytes.
     #[pyo3(default = 30.0)]
     pub body_timeout: f64,
+    /// Bytes per second a streamed body must average once `body_timeout` of waiting is used up (0: no minimum).
+    #[pyo3(default = 500)]
+    pub body_min_rate: u64,
     /// Seconds a client may take no bytes of its response before it is dropped.
     #[pyo3(default = 30.0)]
     pub write_timeout: f64,
@@ -66,8 +70,11 @@ impl ServerConfig {
     }
 
     #[must_use]
-    pub fn body_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.body_timeout.max(0.001))
+    pub fn body_pace(&self) -> BodyPace {
+        BodyPace {
+            idle: Duration::from_secs_f64(self.body_timeout.max(0.001)),
+            min_rate: self.body_min_rate,
+        }
     }
 
     #[must_use]

@@ -120,3 +120,94 @@ def test_header_timeout_counts_from_the_first_byte_not_the_last(serve):
                 break
         # 100+ bytes at one per 0.5 s would take over 50 s: the server ends it after about 2 s of trickling.
         assert closed, 'a head trickled in byte by byte was allowed to take longer than --header-timeout'
+
+
+# ---- request bodies the application reads (larger than the 64 KiB the event loop reads first) ----
+
+BODY = 200_000
+FIRST = 70_000  # past the 64 KiB the event loop buffers, so the rest is read by the application
+
+
+def start_upload(port: int) -> socket.socket:
+    sock = socket.create_connection(('127.0.0.1', port), timeout=15)
+    sock.sendall(b'POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n' % BODY + b'a' * FIRST)
+    return sock
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    sock.settimeout(15)
+    data = b''
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_body_timeout_answers_408_to_a_body_that_stops(serve):
+    served = serve('proto:echo', '--body-timeout', '1')
+    with start_upload(served.port) as sock:
+        started = time.monotonic()
+        response = read_response(sock)
+        waited = time.monotonic() - started
+    assert response.startswith(b'HTTP/1.1 408 Request Timeout\r\n'), response[:80]
+    assert b'Connection: close\r\n' in response
+    assert response.endswith(b'\r\n\r\nrequest body timed out\n')
+    # Without the timeout the read would wait forever; 15 s is the socket's own limit above.
+    assert waited < 10
+    log = served.wait_for_log('Request body of POST /echo failed: client paused longer than the body timeout')
+    assert 'Traceback' not in log
+    assert ask_small(served.port).startswith(b'HTTP/1.1 200 OK\r\n')
+
+
+def trickle(sock: socket.socket, seconds: float) -> bytes:
+    """Send 1000 body bytes every 0.25 s (4 KB/s, never pausing long) for `seconds`; what the server answered."""
+    sock.settimeout(0.25)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(b'b' * 1000)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        try:
+            answer = sock.recv(65536)
+        except TimeoutError:
+            continue
+        return answer + read_response(sock)
+    return b''
+
+
+def test_body_min_rate_answers_408_to_a_body_that_trickles(serve):
+    # Allowed waiting: 2 s plus one second per 50 KB received; at 4 KB/s the body falls behind after about 3 s.
+    served = serve('proto:echo', '--body-timeout', '2', '--body-min-rate', '50000')
+    with start_upload(served.port) as sock:
+        response = trickle(sock, seconds=12)
+    assert response.startswith(b'HTTP/1.1 408 Request Timeout\r\n'), response[:80]
+    assert response.endswith(b'\r\n\r\nrequest body arrived too slowly\n')
+    served.wait_for_log('Request body of POST /echo failed: client sent the body slower than the minimum rate')
+
+
+def test_without_a_min_rate_a_trickling_body_is_only_held_to_the_pause_limit(serve):
+    served = serve('proto:echo', '--body-timeout', '2', '--body-min-rate', '0')
+    with start_upload(served.port) as sock:
+        # Longer than the trickle that the min-rate rule ends above; no pause reaches 2 s, so nothing is answered.
+        assert trickle(sock, seconds=5) == b''
+        sent = FIRST + 1000 * round(5 / 0.25)
+        sock.settimeout(15)
+        sock.sendall(b'c' * (BODY - sent))
+        response = read_response_with_length(sock)
+    assert response.startswith(b'HTTP/1.1 200 OK\r\n'), response[:80]
+    assert response.endswith(b'c' * 1000)
+
+
+def read_response_with_length(sock: socket.socket) -> bytes:
+    """One response on a kept connection, read up to its Content-Length."""
+    data = b''
+    while b'\r\n\r\n' not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b'\r\n\r\n')
+    length = int(head.lower().split(b'content-length: ')[1].split(b'\r\n')[0])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, 'connection closed mid-response'
+        body += chunk
+    return head + b'\r\n\r\n' + body

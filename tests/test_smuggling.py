@@ -4,6 +4,8 @@ status and `Connection: close`, never reaches the app, and nothing sent after it
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from conftest import raw_request
 
@@ -69,3 +71,34 @@ def test_smuggling_class_is_refused_and_nothing_after_it_is_served(server, name,
     assert response.count(b'HTTP/1.1 ') == 1, response
     assert 'APP-RAN POST /x' not in server.log()
     assert 'APP-RAN GET /smuggled' not in server.log()
+
+
+BIG_CHUNK = b'%x\r\n' % 70_000 + b'x' * 70_000 + b'\r\n'  # past the 64 KiB read before the app runs
+
+STREAMED_CASES = [
+    ('streamed-chunk-size-underscore', BIG_CHUNK + b'1_0\r\n' + b'x' * 16 + b'\r\n0\r\n\r\n', 400),
+    ('streamed-chunk-missing-crlf-after-data', BIG_CHUNK + b'5\r\nhelloX\r\n0\r\n\r\n', 400),
+    ('streamed-chunk-size-17-digits', BIG_CHUNK + b'00000000000000005\r\nhello\r\n0\r\n\r\n', 400),
+    ('streamed-over-the-body-limit', BIG_CHUNK * 2 + b'0\r\n\r\n', 413),
+]
+
+
+@pytest.mark.parametrize(('name', 'body', 'status'), STREAMED_CASES, ids=[c[0] for c in STREAMED_CASES])
+def test_framing_error_in_a_streamed_body_is_refused_and_ends_the_connection(serve, name, body, status):
+    """A chunked body too large to read up front fails the app's read where its framing breaks: the client gets
+    the framing error's status (not 500), the log says why without a traceback, and nothing after it is served."""
+    served = serve('proto:record', '--limit-request-body', '100000')
+    with socket.create_connection(('127.0.0.1', served.port), timeout=10) as sock:
+        # The first chunk alone, so the app is already reading when the broken part arrives.
+        sock.sendall(chunked(BIG_CHUNK))
+        served.wait_for_log('APP-RAN POST /x')
+        sock.sendall(body[len(BIG_CHUNK) :] + FOLLOW_UP)
+        response = b''
+        while chunk := sock.recv(65536):
+            response += chunk
+    head = response.split(b'\r\n\r\n', 1)[0]
+    assert head.startswith(f'HTTP/1.1 {status} '.encode()), f'{name}: {response[:120]!r}'
+    assert b'\r\nConnection: close' in head
+    assert response.count(b'HTTP/1.1 ') == 1, response[:300]
+    log = served.wait_for_log('Request body of POST /x failed: invalid request body')
+    assert 'Traceback' not in log

@@ -465,7 +465,17 @@ class Config:
         convert=seconds,
         metavar='SECONDS',
         help='Longest pause between bytes of a large request body the application is reading; after it the read '
-        'fails and the connection is closed.',
+        'fails, the client gets 408 and the connection is closed.',
+    )
+    body_min_rate: int = setting(
+        '--body-min-rate',
+        default=500,
+        convert=non_negative_int,
+        metavar='BYTES_PER_SECOND',
+        help='Slowest average rate a large request body may arrive at: it may keep the application waiting '
+        '--body-timeout in all, plus one second for every BYTES_PER_SECOND bytes it has sent, then the read fails '
+        'and the client gets 408. Stops clients that send a byte just before each pause would time out. 0 disables '
+        'it.',
     )
     write_timeout: float = setting(
         '--write-timeout',
@@ -721,6 +731,7 @@ class Config:
             'proxy_protocol': self.proxy_protocol,
             'header_timeout': float(self.header_timeout),
             'body_timeout': float(self.body_timeout),
+            'body_min_rate': self.body_min_rate,
             'write_timeout': float(self.write_timeout),
         }
 

@@ -22,12 +22,19 @@ impl HttpError {
     /// The status code and reason phrase sent for this error.
     #[must_use]
     pub fn status(self) -> (u16, &'static str) {
+        let (code, reason) = self.status_line().split_at(3);
+        (code.parse().unwrap_or(500), &reason[1..])
+    }
+
+    /// The status line's code and reason, as sent: `400 Bad Request`.
+    #[must_use]
+    pub fn status_line(self) -> &'static str {
         match self {
-            HttpError::BadRequest(_) => (400, "Bad Request"),
-            HttpError::PayloadTooLarge => (413, "Content Too Large"),
-            HttpError::UriTooLong => (414, "URI Too Long"),
-            HttpError::HeaderFieldsTooLarge => (431, "Request Header Fields Too Large"),
-            HttpError::NotImplemented(_) => (501, "Not Implemented"),
+            HttpError::BadRequest(_) => "400 Bad Request",
+            HttpError::PayloadTooLarge => "413 Content Too Large",
+            HttpError::UriTooLong => "414 URI Too Long",
+            HttpError::HeaderFieldsTooLarge => "431 Request Header Fields Too Large",
+            HttpError::NotImplemented(_) => "501 Not Implemented",
         }
     }
 
@@ -45,8 +52,7 @@ impl HttpError {
 
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (code, reason) = self.status();
-        write!(f, "{code} {reason}: {}", self.detail())
+        write!(f, "{}: {}", self.status_line(), self.detail())
     }
 }
 

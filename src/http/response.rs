@@ -98,12 +98,7 @@ pub fn encode_head(out: &mut Vec<u8>, status: &[u8], app_headers: &[u8], options
 /// The whole response for a refused request; the connection is closed after it.
 #[must_use]
 pub fn encode_error(err: HttpError) -> Vec<u8> {
-    let (code, reason) = err.status();
-    let mut status = Vec::with_capacity(48);
-    status.extend_from_slice(itoa_u64(u64::from(code), &mut [0; 20]));
-    status.push(b' ');
-    status.extend_from_slice(reason.as_bytes());
-    encode_simple(1, &status, err.detail().as_bytes(), false)
+    encode_simple(1, err.status_line().as_bytes(), err.detail().as_bytes(), false)
 }
 
 /// A complete plain-text response with a known body, as used for errors the server answers itself.

@@ -19,7 +19,7 @@ use crate::server::deadline::Overdue;
 use super::consts::PyConsts;
 use super::environ::{build_environ, EnvironRules};
 use super::file_wrapper::FileWrapper;
-use super::input::Input;
+use super::input::{BodyPace, ClientFault, Input};
 use super::start_response::{RequestMeta, SendError, StartResponse};
 
 /// Everything Python-side a worker needs, created once per server.
@@ -35,8 +35,8 @@ pub struct App {
     pub access_log: Option<Py<PyAny>>,
     /// The `wsgi.input` of every request without a body.
     pub empty_input: Py<Input>,
-    /// How long a streamed body read waits for the next bytes.
-    pub body_timeout: std::time::Duration,
+    /// How long a streamed body may keep a read waiting.
+    pub body_pace: BodyPace,
     /// How long a response write waits for a client that takes nothing.
     pub write_timeout: std::time::Duration,
 }
@@ -103,7 +103,7 @@ impl App {
         let input = match body {
             Body::Empty => Ok(self.empty_input.clone_ref(py)),
             Body::Buffered(bytes) => Py::new(py, Input::buffered(bytes)),
-            Body::Streaming(decoder) => Py::new(py, Input::streaming(conn.clone(), decoder, self.body_timeout)),
+            Body::Streaming(decoder) => Py::new(py, Input::streaming(conn.clone(), decoder, self.body_pace)),
         };
         let meta = RequestMeta {
             minor_version: exchange.head.minor_version,
@@ -123,7 +123,7 @@ impl App {
             Ok(parts) => parts,
             Err(err) => {
                 self.log_failure(py, None, &Failure::Raised(err));
-                send_500(&conn, meta.minor_version);
+                send_plain(&conn, meta.minor_version, INTERNAL_ERROR, INTERNAL_ERROR_BODY);
                 return Outcome::Close;
             }
         };
@@ -136,24 +136,36 @@ impl App {
             Err(err) => Err(Failure::Raised(err)),
         };
         input.get().retire();
-        let mut answered_500 = false;
+        // The answer the server gave itself in place of the app's, for the access log.
+        let mut answered: Option<(&str, &str)> = None;
         let outcome = match result {
             Ok(true) => Outcome::KeepAlive,
             Ok(false) => Outcome::Close,
             Err(failure) => {
-                self.log_failure(py, Some(&environ), &failure);
-                if !matches!(failure, Failure::Io(_)) && !start_response.get().headers_sent() {
-                    send_500(&conn, meta.minor_version);
-                    answered_500 = true;
+                let headers_sent = start_response.get().headers_sent();
+                if let Some(fault) = input.get().client_fault() {
+                    // The app failed because the client's body did: not an application error, and the
+                    // client, if still there, hears why.
+                    self.log_client_fault(py, &environ, fault);
+                    if let (Some((status, detail)), false) = (fault.answer(), headers_sent) {
+                        send_plain(&conn, meta.minor_version, status, detail);
+                        answered = Some((status, detail));
+                    }
+                } else {
+                    self.log_failure(py, Some(&environ), &failure);
+                    if !matches!(failure, Failure::Io(_)) && !headers_sent {
+                        send_plain(&conn, meta.minor_version, INTERNAL_ERROR, INTERNAL_ERROR_BODY);
+                        answered = Some((INTERNAL_ERROR, INTERNAL_ERROR_BODY));
+                    }
                 }
                 Outcome::Close
             }
         };
         if let (Some(access_log), Some(started)) = (&self.access_log, started) {
-            let (status, body_bytes) = if answered_500 {
-                (INTERNAL_ERROR.to_string(), INTERNAL_ERROR_BODY.len() as u64 + 1)
-            } else {
-                start_response.get().summary()
+            let (status, body_bytes) = match answered {
+                // The plain answer's body is the text and a newline.
+                Some((status, body)) => (status.to_string(), body.len() as u64 + 1),
+                None => start_response.get().summary(),
             };
             let seconds = started.elapsed().as_secs_f64();
             if let Err(err) = access_log.bind(py).call1((&environ, status, body_bytes, seconds)) {
@@ -175,6 +187,18 @@ impl App {
                 stack,
             ),
         );
+        if let Err(err) = logged {
+            err.print(py);
+        }
+    }
+
+    fn log_client_fault(&self, py: Python<'_>, environ: &Bound<'_, PyDict>, fault: ClientFault) {
+        let level = if fault.answer().is_some() { "warning" } else { "debug" };
+        let description = describe_request(environ);
+        let logged = self
+            .logger
+            .bind(py)
+            .call_method1(level, ("Request body of %s failed: %s", description, fault.to_string()));
         if let Err(err) = logged {
             err.print(py);
         }
@@ -238,13 +262,9 @@ fn describe_request(environ: &Bound<'_, PyDict>) -> String {
 const INTERNAL_ERROR: &str = "500 Internal Server Error";
 const INTERNAL_ERROR_BODY: &str = "Internal Server Error";
 
-fn send_500(conn: &Arc<Conn>, minor_version: u8) {
-    let response = encode_simple(
-        minor_version,
-        INTERNAL_ERROR.as_bytes(),
-        INTERNAL_ERROR_BODY.as_bytes(),
-        false,
-    );
+/// A short plain-text answer from the server itself; the connection closes after it.
+fn send_plain(conn: &Arc<Conn>, minor_version: u8, status: &str, body: &str) {
+    let response = encode_simple(minor_version, status.as_bytes(), body.as_bytes(), false);
     conn.io.lock().write_nonblocking(&response);
 }
 
