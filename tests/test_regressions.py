@@ -38,3 +38,22 @@ def test_write_then_list_ends_the_chunked_body_once(serve):
             rest += chunk
     # The second response starts right away: no stray terminator from the first one in front of it.
     assert rest.startswith(b'HTTP/1.1 200 OK\r\n'), rest[:60]
+
+
+def test_a_response_write_does_not_wait_for_a_body_read_in_another_thread(serve):
+    """A helper thread waiting on wsgi.input for body bytes must not hold the connection: the request thread's
+    first block reaches the client while the body is still incomplete (before the fix both threads hung)."""
+    served = serve('regress:input_read_by_another_thread')
+    with socket.create_connection(('127.0.0.1', served.port), timeout=10) as sock:
+        sock.sendall(
+            b'POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n' + b'a' * 70_000
+        )
+        received = b''
+        while b'first block\n' not in received:
+            chunk = sock.recv(65536)  # times out after 10 s if the write is stuck behind the read
+            assert chunk, received
+            received += chunk
+        sock.sendall(b'b' * 30_000)
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.endswith(b'read 100000 bytes\n\r\n0\r\n\r\n'), received[-80:]

@@ -6,3 +6,21 @@ def write_then_list(environ, start_response):
     write = start_response('200 OK', [('Content-Type', 'text/plain')])
     write(b'from write, ')
     return [b'from the list']
+
+
+def input_read_by_another_thread(environ, start_response):
+    """Streams a first block while a helper thread waits on wsgi.input for the rest of a large body, then
+    answers with the body's length: the response write must not wait for the helper's body read."""
+    import threading
+
+    result = []
+    reader = threading.Thread(target=lambda: result.append(environ['wsgi.input'].read()))
+    reader.start()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+
+    def body():
+        yield b'first block\n'
+        reader.join(20)
+        yield b'read %d bytes\n' % len(result[0]) if result else b'reader still waiting\n'
+
+    return body()
