@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ ServeFactory = Callable[..., Served]
 TIMEOUT = 10.0
 WAIT = 20.0  # deadline for conditions that need a worker to boot or drain
 SLOW_STARTED = 'SLOW-REQUEST-STARTED'
+NAP_STARTED = 'NAP-STARTED'
 
 
 # ---- helpers ----
@@ -158,6 +160,36 @@ def start_slow_request(url: str, seconds: float) -> tuple[threading.Thread, list
     return thread, result
 
 
+@dataclass
+class Exchange:
+    """One request on a new connection as the client saw it: when it ran (monotonic) and how it ended."""
+
+    start: float
+    end: float
+    status: int | None = None  # the HTTP status; None when no answer came
+    pid: int | None = None  # the worker that answered
+    error: requests.RequestException | None = None
+
+    def in_flight_at(self, moment: float) -> bool:
+        return self.start < moment < self.end
+
+
+def nap_client(url: str, seconds: float, stop: threading.Event, exchanges: list[Exchange], limit: int = 200) -> None:
+    """Send `nap` requests one after another, each on a new connection, until `stop` is set (bounded)."""
+    for _ in range(limit):
+        if stop.is_set():
+            return
+        start = time.monotonic()
+        try:
+            response = requests.get(f'{url}/?seconds={seconds}', headers={'Connection': 'close'}, timeout=TIMEOUT)
+        except requests.RequestException as exc:
+            exchanges.append(Exchange(start, time.monotonic(), error=exc))
+            continue
+        end = time.monotonic()
+        pid = int(response.text) if response.status_code == 200 and response.text.isdigit() else None
+        exchanges.append(Exchange(start, end, response.status_code, pid))
+
+
 def assert_gone(pids: set[int]) -> None:
     """No process of `pids` is left (they may need a moment to be reaped after the supervisor exits)."""
     wait_until(lambda: not any(alive(pid) for pid in pids), f'processes {sorted(pids)} to be gone', timeout=TIMEOUT)
@@ -277,6 +309,79 @@ def test_sigkill_worker_is_replaced(serve: ServeFactory) -> None:
     assert hammer.failures == []
     assert replaced - workers
     assert f'Worker (pid: {victim}) was killed by SIGKILL' in served.log()
+
+
+def test_sigkill_under_load_loses_only_in_flight_requests(serve: ServeFactory) -> None:
+    """SIGKILL one of 2 workers under load: it loses only the requests in flight at the kill, as connection errors.
+
+    8 clients send 0.3 s requests on new connections, so each worker has several in flight at any moment; the kill
+    comes right after the victim logged that it started one, so at least one is surely in flight on it. Every failed
+    request started before the kill and had not ended at it; none is an HTTP error answer; and every request started
+    after the kill succeeds, including those the kernel queued on the dead worker's slot socket, which the supervisor
+    keeps open for the replacement.
+    """
+    served = serve('ops:nap', '-w', '2')
+    workers = wait_for_workers(served, 2)
+    victim = min(workers)
+    stop_clients = threading.Event()
+    exchanges: list[Exchange] = []
+    clients = [
+        threading.Thread(target=nap_client, args=(served.url, 0.3, stop_clients, exchanges), daemon=True)
+        for _ in range(8)
+    ]
+    for client in clients:
+        client.start()
+    try:
+
+        def answered(pids: set[int], after: float = 0.0) -> dict[int, int]:
+            counts = dict.fromkeys(pids, 0)
+            for exchange in list(exchanges):
+                if exchange.pid in counts and exchange.start > after:
+                    counts[exchange.pid] += 1
+            return counts
+
+        wait_until(
+            lambda: min(answered(workers).values()) >= 3 or any(e.status != 200 for e in list(exchanges)),
+            'requests answered by both workers',
+        )
+        started = f'{NAP_STARTED} {victim}\n'
+        before = served.log().count(started)
+        wait_until(lambda: served.log().count(started) > before, 'the victim to start a request')
+        t_kill = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        replacement = wait_for_workers(served, 2, exclude={victim}) - workers
+        wait_until(
+            lambda: replacement and min(answered(replacement, after=t_kill).values()) >= 3,
+            'requests started after the kill answered by the replacement',
+        )
+    finally:
+        stop_clients.set()
+        for client in clients:
+            client.join(TIMEOUT * 2)
+    assert not any(client.is_alive() for client in clients), 'a client thread did not stop'
+
+    def show(exchanges: list[Exchange]) -> str:
+        return '\n'.join(
+            f'start {e.start - t_kill:+.3f}s end {e.end - t_kill:+.3f}s: {e.status or e.error!r} (pid {e.pid})'
+            for e in exchanges
+        )
+
+    failed = [e for e in exchanges if e.status != 200]
+    in_flight = [e for e in exchanges if e.in_flight_at(t_kill)]
+    late = [e for e in exchanges if e.start > t_kill]
+    assert failed, f'no request was lost: nothing was in flight on the victim\n{show(in_flight)}'
+    # Lost requests are the ones in flight on the victim at the kill, and show up as connection errors only.
+    assert all(e.in_flight_at(t_kill) for e in failed), show(failed)
+    assert all(
+        e.status is None and isinstance(e.error, requests.ConnectionError) and not isinstance(e.error, requests.Timeout)
+        for e in failed
+    ), show(failed)
+    assert len(failed) <= len(in_flight)
+    # Requests started after the kill all succeed, served by the survivor and the replacement.
+    assert late, 'no request started after the kill'
+    assert all(e.status == 200 for e in late), show([e for e in late if e.status != 200])
+    assert {e.pid for e in late} <= (workers - {victim}) | replacement
+    served.wait_for_log(f'Worker (pid: {victim}) was killed by SIGKILL', timeout=WAIT)
 
 
 @pytest.mark.parametrize('workers', ['1', '2'])

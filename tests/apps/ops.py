@@ -1,7 +1,8 @@
 """Fixture apps for the process, signal and reload tests (`tests/test_processes.py`).
 
 `pid` answers with the worker's process id so tests can tell workers apart; `slow` announces on stderr that it
-started, then sleeps, so a test can signal the server while the request is in flight.
+started, then sleeps, so a test can signal the server while the request is in flight; `nap` does the same with
+the worker's pid, so a test under load can tell which worker has a request in flight.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
 SLOW_STARTED = 'SLOW-REQUEST-STARTED'
+NAP_STARTED = 'NAP-STARTED'
 
 
 def _text(start_response: StartResponse, body: str) -> list[bytes]:
@@ -36,6 +38,16 @@ def slow(environ: Environ, start_response: StartResponse) -> list[bytes]:
     print(SLOW_STARTED, flush=True, file=sys.stderr)
     time.sleep(seconds)
     return _text(start_response, f'done {os.getpid()}')
+
+
+def nap(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    """Log `NAP-STARTED PID` to stderr, sleep `?seconds=` (default 0.3), then answer the worker's pid."""
+    seconds = float(parse_qs(environ.get('QUERY_STRING', '')).get('seconds', ['0.3'])[0])
+    # One write: with several workers on the same stderr pipe, the line must not be split.
+    sys.stderr.write(f'{NAP_STARTED} {os.getpid()}\n')
+    sys.stderr.flush()
+    time.sleep(seconds)
+    return _text(start_response, str(os.getpid()))
 
 
 IMPORTED_BY = os.getpid()
