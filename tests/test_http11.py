@@ -271,6 +271,17 @@ def test_keep_alive_serves_two_requests_on_one_connection(serve):
         assert conn.buf == b''
 
 
+def test_keep_alive_zero_answers_one_request_per_connection(serve):
+    """`--keep-alive 0` turns keep-alive off: even a pipelined second request is not served on the connection."""
+    served = serve('proto:echo', '--keep-alive', '0')
+    with Conn(served.port) as conn:
+        conn.send(get('/first') + get('/second'))
+        response = conn.read_response()
+        assert (response.status, response.get('X-Path')) == (200, '/first')
+        assert 'close' in response.tokens('Connection')
+        conn.assert_closed()
+
+
 def test_keep_alive_many_sequential_requests_with_bodies(serve):
     served = serve('proto:echo')
     with Conn(served.port) as conn:

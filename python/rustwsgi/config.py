@@ -409,7 +409,8 @@ class Config:
         default=5,
         convert=seconds,
         metavar='SECONDS',
-        help='Seconds to wait for the next request on an idle keep-alive connection before closing it.',
+        help='Seconds to wait for the next request on an idle keep-alive connection before closing it. 0 turns '
+        'keep-alive off: every response says `Connection: close` and ends its connection.',
     )
     limit_request_line: int = setting(
         '--limit-request-line',

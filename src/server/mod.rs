@@ -813,10 +813,12 @@ impl Shared {
     fn parse(&self, conn: &Arc<Conn>, io: &mut ConnIo) -> Result<Option<Exchange>, HttpError> {
         let limits = &self.config.limits;
         let head = loop {
-            let head = match parse_request(io.data(), limits)? {
+            let mut head = match parse_request(io.data(), limits)? {
                 Parsed::Incomplete => return Ok(None),
                 Parsed::Complete(head) => head,
             };
+            // `--keep-alive 0`: one request per connection, announced with `Connection: close`.
+            head.keep_alive &= !self.config.keep_alive.is_zero();
             if !self.answer_health_check(&head, io) {
                 break head;
             }
