@@ -107,6 +107,9 @@ struct Shared {
     /// Set by `shutdown(false)`: stop at once, without finishing requests.
     aborted: AtomicBool,
     in_app: AtomicUsize,
+    /// Per app thread: when its current request entered the application (nanoseconds on `clock`, plus one), or
+    /// 0 while it is outside. Tells a request that is running fresh from one that has been blocked for a while.
+    entered_app: Box<[AtomicU64]>,
     completed: AtomicU64,
     idle: Mutex<Idle>,
     watcher_deep: AtomicBool,
@@ -150,6 +153,7 @@ impl Server {
         }
         let waker = Waker::new(&registry, WAKER)?;
         let deadlines = Deadlines::new(config.threads.max(1) + 1);
+        let entered_app = (0..config.threads.max(1)).map(|_| AtomicU64::new(0)).collect();
         let shared = Arc::new(Shared {
             config,
             poll: Mutex::new(PollState {
@@ -166,6 +170,7 @@ impl Server {
             stopped: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             in_app: AtomicUsize::new(0),
+            entered_app,
             completed: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
@@ -297,7 +302,12 @@ impl Shared {
             if self.stopping() {
                 return;
             }
-            let job = self.queue.lock().pop_front();
+            // Attached to the interpreter, having just answered a request: take the next queued one directly.
+            let job = if self.fresh_request_elsewhere(index) {
+                None
+            } else {
+                self.queue.lock().pop_front()
+            };
             if let Some(exchange) = job {
                 self.run(index, exchange, worker);
                 since_poll += 1;
@@ -313,17 +323,62 @@ impl Shared {
                 continue;
             }
             since_poll = 0;
+            // Detached while polling, resting and deciding: a thread that re-took the GIL only to find it has
+            // nothing to run would still make the thread in the application give the GIL up.
+            let mut job = None;
+            worker.blocking(&mut || job = self.wait_for_work(index));
+            if let Some(exchange) = job {
+                self.run(index, exchange, worker);
+                since_poll += 1;
+            }
+        }
+    }
+
+    /// Polls or rests, without the interpreter, until this thread may run a queued request; `None` when stopping.
+    fn wait_for_work(&self, index: usize) -> Option<Exchange> {
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            if !self.fresh_request_elsewhere(index) {
+                if let Some(exchange) = self.queue.lock().pop_front() {
+                    return Some(exchange);
+                }
+            }
             // While another thread is in the application, this one polls only when the watcher says that thread
             // stalled: otherwise a CPU-bound app would have two threads fighting over the GIL.
             if self.in_app.load(Ordering::Acquire) == 0 || self.take_handoff() {
                 if let Some(mut state) = self.poll.try_lock() {
-                    let state: &mut PollState = &mut state;
-                    worker.blocking(&mut || self.poll_once(state));
+                    self.poll_once(&mut state);
                     continue;
                 }
             }
-            worker.blocking(&mut || self.rest());
+            self.rest();
         }
+    }
+
+    /// True while another app thread runs a request that entered the application less than `STALL` ago.
+    ///
+    /// Queued work waits for that thread rather than start beside it: two threads running Python at once only
+    /// trade the GIL back and forth (a context switch per hand-over, and up to the interpreter's 5 ms switch
+    /// interval of waiting), which for short requests costs more than running them one after another. A request
+    /// that has been inside longer is likely blocked (on a database, a sleep, a slow upstream), and then work
+    /// starts beside it at once.
+    fn fresh_request_elsewhere(&self, index: usize) -> bool {
+        if self.in_app.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let now = self.app_clock();
+        let stall = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
+        self.entered_app.iter().enumerate().any(|(i, entered)| {
+            let entered = entered.load(Ordering::Acquire);
+            i != index && entered != 0 && now.saturating_sub(entered) < stall
+        })
+    }
+
+    /// Nanoseconds since the server started, never 0 (0 marks a thread outside the application).
+    fn app_clock(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// Takes one of the watcher's hand-offs, if there is one.
@@ -364,14 +419,30 @@ impl Shared {
     /// wait), polls in their place: accepting, shedding and answering health checks while the app is saturated.
     fn watcher_main(&self, worker: &dyn Worker) {
         loop {
-            worker.blocking(&mut || self.watch());
-            let overdue = std::mem::take(&mut *self.overdue.lock());
+            // Detached from the interpreter until there is something to report: re-taking the GIL after every
+            // look would make the thread running the app give it up.
+            let mut overdue = Vec::new();
+            worker.blocking(&mut || overdue = self.watch_until_overdue());
             if !overdue.is_empty() {
                 worker.report_overdue(&overdue);
             }
+            if self.stopping() {
+                return;
+            }
+        }
+    }
+
+    /// The watcher's work without Python: returns requests that passed their deadline, or nothing when stopping.
+    fn watch_until_overdue(&self) -> Vec<Overdue> {
+        loop {
+            self.watch();
+            let overdue = std::mem::take(&mut *self.overdue.lock());
+            if !overdue.is_empty() {
+                return overdue;
+            }
             loop {
                 if self.stopping() {
-                    return;
+                    return Vec::new();
                 }
                 if self.in_app.load(Ordering::Acquire) < self.config.threads {
                     // An app thread is free: hand it the poll and the queued work.
@@ -384,8 +455,7 @@ impl Shared {
                 }
                 // Every app thread is busy: poll in their place.
                 let Some(mut state) = self.poll.try_lock() else { break };
-                let state: &mut PollState = &mut state;
-                worker.blocking(&mut || self.poll_once(state));
+                self.poll_once(&mut state);
             }
         }
     }
@@ -912,9 +982,9 @@ impl Shared {
                 self.deadlines
                     .enter(index, &exchange.conn, |text| describe(&exchange, text));
             }
-            self.enter_app();
+            self.enter_app(index);
             let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
-            self.in_app.fetch_sub(1, Ordering::AcqRel);
+            self.leave_app(index);
             if self.config.timeout.is_some() {
                 self.deadlines.leave(index);
             }
@@ -962,7 +1032,13 @@ impl Shared {
         }
     }
 
-    fn enter_app(&self) {
+    fn leave_app(&self, index: usize) {
+        self.entered_app[index].store(0, Ordering::Release);
+        self.in_app.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn enter_app(&self, index: usize) {
+        self.entered_app[index].store(self.app_clock(), Ordering::Release);
         self.in_app.fetch_add(1, Ordering::SeqCst);
         if self.watcher_deep.load(Ordering::SeqCst) {
             let _idle = self.idle.lock();
