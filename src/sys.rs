@@ -78,6 +78,31 @@ pub fn thread_ident() -> u64 {
     id as u64
 }
 
+/// The calling thread's kernel thread id.
+#[must_use]
+pub fn kernel_thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// True when thread `tid` of this process is asleep in the kernel (waiting on I/O, a timer or a lock), as
+/// opposed to running or ready to run. Reads `/proc/self/task/TID/stat`; false when it cannot be read.
+#[must_use]
+pub fn thread_is_sleeping(tid: i32) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 512];
+    let Ok(mut file) = std::fs::File::open(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    let Ok(n) = file.read(&mut buf) else { return false };
+    // `pid (comm) S ...`: the state letter follows the last `)`, since comm may itself contain one.
+    let stat = &buf[..n];
+    stat.iter()
+        .rposition(|&b| b == b')')
+        .and_then(|close| stat.get(close + 2))
+        .is_some_and(|&state| matches!(state, b'S' | b'D'))
+}
+
 /// Shuts a socket for writing (the peer sees the end of the stream); errors are irrelevant here.
 pub fn shutdown_write(fd: RawFd) {
     // SAFETY: shutdown on a descriptor is memory-safe whatever the descriptor is; the caller guarantees it is

@@ -19,7 +19,7 @@ pub mod slab;
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -44,6 +44,8 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const MAX_INLINE: usize = 16;
 /// How long the watcher lets a request run before it considers the poller stalled.
 const STALL: Duration = Duration::from_millis(1);
+/// How long the watcher keeps looking every `STALL / 4` after it saw a request blocked in the kernel.
+const BLOCKED_MEMORY: Duration = Duration::from_millis(50);
 /// Idle watcher ticks before the watcher stops ticking until the next request enters the application.
 const IDLE_TICKS: u32 = 50;
 /// Bodies up to this size are read completely before the application runs (slow uploads hold no app thread).
@@ -110,6 +112,8 @@ struct Shared {
     /// Per app thread: when its current request entered the application (nanoseconds on `clock`, plus one), or
     /// 0 while it is outside. Tells a request that is running fresh from one that has been blocked for a while.
     entered_app: Box<[AtomicU64]>,
+    /// Per app thread: its kernel thread id, to ask the kernel whether it is blocked.
+    kernel_tids: Box<[AtomicI32]>,
     completed: AtomicU64,
     idle: Mutex<Idle>,
     watcher_deep: AtomicBool,
@@ -138,6 +142,8 @@ struct Idle {
     watcher_deep: bool,
     spares: usize,
     running_threads: usize,
+    /// When the watcher last saw a request blocked in the kernel.
+    blocked_seen: Option<Instant>,
 }
 
 impl Server {
@@ -154,6 +160,7 @@ impl Server {
         let waker = Waker::new(&registry, WAKER)?;
         let deadlines = Deadlines::new(config.threads.max(1) + 1);
         let entered_app = (0..config.threads.max(1)).map(|_| AtomicU64::new(0)).collect();
+        let kernel_tids = (0..config.threads.max(1)).map(|_| AtomicI32::new(0)).collect();
         let shared = Arc::new(Shared {
             config,
             poll: Mutex::new(PollState {
@@ -171,6 +178,7 @@ impl Server {
             aborted: AtomicBool::new(false),
             in_app: AtomicUsize::new(0),
             entered_app,
+            kernel_tids,
             completed: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
@@ -297,6 +305,7 @@ impl Shared {
             self.watcher_main(worker);
             return;
         }
+        self.kernel_tids[index].store(crate::sys::kernel_thread_id(), Ordering::Release);
         let mut since_poll = 0;
         loop {
             if self.stopping() {
@@ -357,13 +366,14 @@ impl Shared {
         }
     }
 
-    /// True while another app thread runs a request that entered the application less than `STALL` ago.
+    /// True while another app thread is running (not blocked) a request that entered the application less than
+    /// `STALL` ago.
     ///
     /// Queued work waits for that thread rather than start beside it: two threads running Python at once only
     /// trade the GIL back and forth (a context switch per hand-over, and up to the interpreter's 5 ms switch
-    /// interval of waiting), which for short requests costs more than running them one after another. A request
-    /// that has been inside longer is likely blocked (on a database, a sleep, a slow upstream), and then work
-    /// starts beside it at once.
+    /// interval of waiting), which for short requests costs more than running them one after another. A thread
+    /// the kernel reports asleep (on a database, a sleep, a slow upstream) has released the GIL, and a request that
+    /// has been inside longer is likely blocked too: then work starts beside it at once.
     fn fresh_request_elsewhere(&self, index: usize) -> bool {
         if self.in_app.load(Ordering::Acquire) == 0 {
             return false;
@@ -372,8 +382,20 @@ impl Shared {
         let stall = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
         self.entered_app.iter().enumerate().any(|(i, entered)| {
             let entered = entered.load(Ordering::Acquire);
-            i != index && entered != 0 && now.saturating_sub(entered) < stall
+            i != index && entered != 0 && now.saturating_sub(entered) < stall && !self.app_thread_sleeping(i)
         })
+    }
+
+    /// True when app thread `index` is blocked in the kernel.
+    fn app_thread_sleeping(&self, index: usize) -> bool {
+        let tid = self.kernel_tids[index].load(Ordering::Acquire);
+        tid != 0 && crate::sys::thread_is_sleeping(tid)
+    }
+
+    /// True when a thread inside the application is blocked in the kernel.
+    fn request_blocked(&self) -> bool {
+        (0..self.entered_app.len())
+            .any(|i| self.entered_app[i].load(Ordering::Acquire) != 0 && self.app_thread_sleeping(i))
     }
 
     /// Nanoseconds since the server started, never 0 (0 marks a thread outside the application).
@@ -489,6 +511,7 @@ impl Shared {
     fn watch(&self) {
         let mut idle = self.idle.lock();
         let mut last = self.completed.load(Ordering::Acquire);
+        let mut last_at = Instant::now();
         let mut quiet_ticks = 0;
         loop {
             if idle.watcher_deep {
@@ -500,12 +523,16 @@ impl Shared {
                 self.watcher_deep.store(false, Ordering::Release);
                 quiet_ticks = 0;
             } else {
-                self.watch_cv.wait_for(&mut idle, STALL);
+                // Requests that block on I/O were seen lately: look more often, so threads join them sooner.
+                let tick = match idle.blocked_seen {
+                    Some(seen) if seen.elapsed() < BLOCKED_MEMORY => STALL / 4,
+                    _ => STALL,
+                };
+                self.watch_cv.wait_for(&mut idle, tick);
             }
             if self.stopping() {
                 return;
             }
-            let now = self.completed.load(Ordering::Acquire);
             let in_app = self.in_app.load(Ordering::Acquire);
             if let (Some(timeout), true) = (self.config.timeout, in_app > 0) {
                 let overdue = self.deadlines.expire(timeout);
@@ -514,8 +541,20 @@ impl Shared {
                     return;
                 }
             }
-            let work_waiting = !self.queue.lock().is_empty() || !self.poll.is_locked();
-            if now == last && in_app > 0 && work_waiting {
+            let work_waiting = in_app > 0 && (!self.queue.lock().is_empty() || !self.poll.is_locked());
+            // A request blocked in the kernel (on I/O, with the GIL released) while other work waits for its
+            // thread: hand the work to a free thread.
+            if work_waiting && self.request_blocked() {
+                idle.blocked_seen = Some(Instant::now());
+                return;
+            }
+            if last_at.elapsed() < STALL {
+                continue;
+            }
+            let now = self.completed.load(Ordering::Acquire);
+            // Nothing completed for a whole tick while work waits: stalled (a long computation, or a wait the
+            // kernel did not show at the moment of looking).
+            if work_waiting && now == last {
                 return;
             }
             if now == last && in_app == 0 {
@@ -528,6 +567,7 @@ impl Shared {
                 quiet_ticks = 0;
             }
             last = now;
+            last_at = Instant::now();
         }
     }
 
