@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,14 @@ def hello(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """Twelve bytes with a Content-Length."""
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '12')])
     return [HELLO_BODY]
+
+
+def io_wait(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Waits 1 ms with the GIL released, like a view waiting on its database."""
+    time.sleep(0.001)
+    body = b'waited 1 ms\n' * 8
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
 
 
 def _chunks() -> Iterator[bytes]:

@@ -356,12 +356,18 @@ def free_port() -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # Server life cycle and wrk
 # ----------------------------------------------------------------------------------------------------------------
-def start_server(argv: list[str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start the server pinned to SERVER_CPU, in its own process group, with bench/ on PYTHONPATH."""
+def cpu_list(sc: Scenario, cpu: int) -> str:
+    """The CPUs a process of scenario ``sc`` may use: ``cpu`` alone, or every CPU when the scenario spreads."""
+    return f'0-{os.cpu_count() - 1}' if sc.spread else str(cpu)
+
+
+def start_server(argv: list[str], log: IO[bytes], sc: Scenario) -> subprocess.Popen[bytes]:
+    """Start the server pinned to SERVER_CPU (unless the scenario spreads), in its own process group, with bench/
+    on PYTHONPATH."""
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(BENCH), env.get('PYTHONPATH')]))
     return subprocess.Popen(  # noqa: S603 - argv from the registry
-        ['taskset', '-c', str(SERVER_CPU), *argv],  # noqa: S607
+        ['taskset', '-c', cpu_list(sc, SERVER_CPU), *argv],  # noqa: S607
         cwd=BENCH,
         env=env,
         stdout=log,
@@ -411,10 +417,11 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 5.0) -> dict[str, 
 def run_wrk(
     port: int, sc: Scenario, conc: int, seconds: int, sampler: Callable[[int], None]
 ) -> tuple[int, str, dict[str, Any] | None, float]:
-    """Run wrk pinned to CLIENT_CPU; returns (exit code, output, WRKJSON stats, wrk CPU seconds)."""
+    """Run wrk pinned to CLIENT_CPU (unless the scenario spreads); returns (exit code, output, WRKJSON stats, wrk CPU
+    seconds)."""
     wrk = shutil.which('wrk') or 'wrk'
     env = dict(os.environ, WRK_BODY_BYTES=str(sc.body_bytes))
-    argv = ['taskset', '-c', str(CLIENT_CPU), wrk, '-t1', f'-c{conc}', f'-d{seconds}s', '--latency']
+    argv = ['taskset', '-c', cpu_list(sc, CLIENT_CPU), wrk, '-t1', f'-c{conc}', f'-d{seconds}s', '--latency']
     argv += ['--timeout', '10s', '-s', str(LUA), f'http://127.0.0.1:{port}{sc.path}']
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as p:  # noqa: S603
         assert p.stdout is not None  # noqa: S101 - stdout=PIPE
@@ -551,7 +558,7 @@ def measure(name: str, argv_for: Callable[[int], list[str]], sc: Scenario, conc:
     argv = argv_for(port)
     rec['cmd'] = ' '.join(argv)
     with (opts.logdir / f'{name}.{sc.name}.r{rep}.log').open('wb') as log:
-        proc = start_server(argv, log)
+        proc = start_server(argv, log, sc)
         try:
             issues = _under_load(proc, sc, port, conc, opts, rec)
         finally:

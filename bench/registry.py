@@ -49,6 +49,8 @@ class Scenario:
     path: str = '/'
     body_bytes: int = 0  # > 0: POST with this many bytes
     workers: int = 1
+    # True: server and wrk both run unpinned on every CPU (the multi-core case) instead of one core each.
+    spread: bool = False
     expect_body: bytes | None = None
     expect_len: int | None = None
     expect_substr: bytes | None = None
@@ -64,6 +66,15 @@ SCENARIOS: list[Scenario] = [
     Scenario('file', 'apps:file_app', '10 MiB file, wsgi.file_wrapper', expect_len=10 * MIB),
     Scenario('file-read', 'apps:file_read_app', '10 MiB file read in Python', expect_len=10 * MIB),
     Scenario('hello-2w', 'apps:hello', 'hello, 2 worker processes', workers=2, expect_body=b'Hello, World'),
+    Scenario(
+        'hello-2w-2c',
+        'apps:hello',
+        'hello, 2 workers on both cores, wrk unpinned',
+        workers=2,
+        spread=True,
+        expect_body=b'Hello, World',
+    ),
+    Scenario('io', 'apps:io_wait', 'waits 1 ms on I/O (time.sleep), 0.1 KiB', expect_substr=b'waited'),
 ]
 
 

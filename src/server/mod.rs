@@ -326,7 +326,7 @@ impl Shared {
                     if let Some(mut state) = self.poll.try_lock() {
                         since_poll = 0;
                         let state: &mut PollState = &mut state;
-                        worker.blocking(&mut || self.poll_once(state));
+                        worker.blocking(&mut || self.poll_once(state, Duration::ZERO));
                     }
                 }
                 continue;
@@ -358,7 +358,7 @@ impl Shared {
             // stalled: otherwise a CPU-bound app would have two threads fighting over the GIL.
             if self.in_app.load(Ordering::Acquire) == 0 || self.take_handoff() {
                 if let Some(mut state) = self.poll.try_lock() {
-                    self.poll_once(&mut state);
+                    self.poll_once(&mut state, Duration::ZERO);
                     continue;
                 }
             }
@@ -459,25 +459,20 @@ impl Shared {
         loop {
             self.watch();
             let overdue = std::mem::take(&mut *self.overdue.lock());
-            if !overdue.is_empty() {
+            if !overdue.is_empty() || self.stopping() {
                 return overdue;
             }
-            loop {
-                if self.stopping() {
-                    return Vec::new();
+            if self.in_app.load(Ordering::Acquire) < self.config.threads {
+                // An app thread is free: hand it the poll and the queued work.
+                let mut idle = self.idle.lock();
+                if idle.spares > 0 {
+                    idle.handoffs += 1;
+                    self.spare_cv.notify_one();
                 }
-                if self.in_app.load(Ordering::Acquire) < self.config.threads {
-                    // An app thread is free: hand it the poll and the queued work.
-                    let mut idle = self.idle.lock();
-                    if idle.spares > 0 {
-                        idle.handoffs += 1;
-                        self.spare_cv.notify_one();
-                    }
-                    break;
-                }
-                // Every app thread is busy: poll in their place.
-                let Some(mut state) = self.poll.try_lock() else { break };
-                self.poll_once(&mut state);
+            } else if let Some(mut state) = self.poll.try_lock() {
+                // Every app thread is busy: poll in their place, one bounded wait at a time so that deadlines
+                // are still checked. Queued work is no reason to return at once: the watcher never runs it.
+                self.poll_once(&mut state, STALL);
             }
         }
     }
@@ -575,22 +570,28 @@ impl Shared {
         self.stopped.load(Ordering::Acquire) || self.aborted.load(Ordering::Acquire)
     }
 
-    fn poll_once(&self, state: &mut PollState) {
+    /// Waits for socket events and handles them. With requests already queued the wait is at most
+    /// `queued_wait` (zero for an app thread that goes on to run them).
+    fn poll_once(&self, state: &mut PollState, queued_wait: Duration) {
         let PollState {
             poll,
             events,
             listeners,
             last_scan,
         } = state;
-        // Wake often enough to shed requests that waited too long, else once a second for the timers. With work
-        // already queued, only look for what is ready now.
+        // With work queued, wait no longer than the caller can afford, and short enough to shed requests that
+        // waited too long; else once a second for the timers.
         let queued = !self.queue.lock().is_empty();
-        let timeout = match self.config.max_queue_wait {
-            _ if queued && self.config.max_queue_wait.is_none() => Duration::ZERO,
-            Some(limit) if queued => (limit / 4).max(Duration::from_millis(5)),
+        let timeout = if queued {
+            match self.config.max_queue_wait {
+                Some(limit) => queued_wait.min((limit / 4).max(Duration::from_millis(1))),
+                None => queued_wait,
+            }
+        } else if self.draining.load(Ordering::Acquire) {
             // While draining, look again soon at connections still on their way to a first request.
-            _ if self.draining.load(Ordering::Acquire) => Duration::from_millis(100),
-            _ => Duration::from_secs(1),
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
         };
         if let Err(e) = poll.poll(events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
