@@ -57,3 +57,18 @@ def test_a_response_write_does_not_wait_for_a_body_read_in_another_thread(serve)
         while chunk := sock.recv(65536):
             received += chunk
     assert received.endswith(b'read 100000 bytes\n\r\n0\r\n\r\n'), received[-80:]
+
+
+def test_keep_alive_requests_to_one_busy_thread_are_all_answered(serve):
+    """With one app thread and requests that wait (so the watcher polls in its place), each next request on a
+    kept connection is answered: a request the watcher queued while the thread rested once waited forever."""
+    served = serve('ops:nap', '--threads', '1')
+    with socket.create_connection(('127.0.0.1', served.port), timeout=5) as sock:
+        for i in range(20):
+            sock.sendall(b'GET /?seconds=0.005 HTTP/1.1\r\nHost: t\r\n\r\n')
+            response = b''
+            while not response.endswith(b'\r\n\r\n' + str(served.proc.pid).encode()):
+                chunk = sock.recv(65536)  # a stuck request times out here after 5 s
+                assert chunk, f'connection closed at request {i}: {response!r}'
+                response += chunk
+            assert response.startswith(b'HTTP/1.1 200 OK\r\n'), response[:80]

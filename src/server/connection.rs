@@ -412,8 +412,8 @@ impl Conn {
     }
 }
 
-/// Milliseconds on a process-wide monotonic clock, for response progress.
+/// Milliseconds on the coarse monotonic clock, for response progress (noted on every block sent; compared with
+/// timeouts of seconds).
 fn progress_clock() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    u64::try_from(START.get_or_init(std::time::Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(crate::sys::coarse_now().as_millis()).unwrap_or(u64::MAX)
 }

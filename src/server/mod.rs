@@ -44,6 +44,9 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const MAX_INLINE: usize = 16;
 /// How long the watcher lets a request run before it considers the poller stalled.
 const STALL: Duration = Duration::from_millis(1);
+/// The watcher takes a request younger than this to be running without asking the kernel: under a load of short
+/// requests it looks every millisecond, and a read of `/proc` costs more than most such requests take.
+const ASK_KERNEL_AFTER: Duration = Duration::from_micros(100);
 /// How long the watcher keeps looking every `STALL / 4` after it saw a request blocked in the kernel.
 const BLOCKED_MEMORY: Duration = Duration::from_millis(50);
 /// Idle watcher ticks before the watcher stops ticking until the next request enters the application.
@@ -131,6 +134,8 @@ struct Shared {
     /// Signalled when the last thread exits.
     done_cv: Condvar,
     clock: Instant,
+    /// `sys::coarse_now()` when the server started: the origin of `now()`.
+    coarse_start: Duration,
 }
 
 #[derive(Default)]
@@ -190,6 +195,7 @@ impl Server {
             spare_cv: Condvar::new(),
             done_cv: Condvar::new(),
             clock: Instant::now(),
+            coarse_start: crate::sys::coarse_now(),
         });
         Ok(Server {
             shared,
@@ -294,8 +300,9 @@ enum Drive {
 }
 
 impl Shared {
+    /// Whole seconds since the server started, on the coarse clock (read several times per request).
     fn now(&self) -> u64 {
-        self.clock.elapsed().as_secs()
+        crate::sys::coarse_now().saturating_sub(self.coarse_start).as_secs()
     }
 
     /// The life of server thread `index`. Threads `0..threads` run the application; the one beyond them, the
@@ -379,7 +386,7 @@ impl Shared {
             return false;
         }
         let now = self.app_clock();
-        let stall = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
+        let stall = nanos(STALL);
         self.entered_app.iter().enumerate().any(|(i, entered)| {
             let entered = entered.load(Ordering::Acquire);
             i != index && entered != 0 && now.saturating_sub(entered) < stall && !self.app_thread_sleeping(i)
@@ -394,8 +401,11 @@ impl Shared {
 
     /// True when a thread inside the application is blocked in the kernel.
     fn request_blocked(&self) -> bool {
-        (0..self.entered_app.len())
-            .any(|i| self.entered_app[i].load(Ordering::Acquire) != 0 && self.app_thread_sleeping(i))
+        let now = self.app_clock();
+        (0..self.entered_app.len()).any(|i| {
+            let entered = self.entered_app[i].load(Ordering::Acquire);
+            entered != 0 && now.saturating_sub(entered) >= nanos(ASK_KERNEL_AFTER) && self.app_thread_sleeping(i)
+        })
     }
 
     /// Nanoseconds since the server started, never 0 (0 marks a thread outside the application).
@@ -423,9 +433,10 @@ impl Shared {
             if self.stopping() || idle.handoffs > 0 {
                 return;
             }
-            // Nobody polls, nobody is in the app and nothing waits: this thread takes the poll. (While the leading
-            // thread works through its queue it is neither polling nor in the app; the queue shows it is busy.)
-            if self.in_app.load(Ordering::Acquire) == 0 && !self.poll.is_locked() && self.queue.lock().is_empty() {
+            // Nobody is in the app and work waits, or nobody polls: this thread takes it. (A leading thread between
+            // two queued requests is briefly in neither state; it takes the next request itself, and at worst this
+            // thread finds nothing and rests again.)
+            if self.in_app.load(Ordering::Acquire) == 0 && (!self.poll.is_locked() || !self.queue.lock().is_empty()) {
                 return;
             }
             idle.spares += 1;
@@ -462,6 +473,13 @@ impl Shared {
             if !overdue.is_empty() || self.stopping() {
                 return overdue;
             }
+            if self.in_app.load(Ordering::Acquire) >= self.config.threads {
+                // Every app thread is busy: poll in their place, one bounded wait at a time so that deadlines
+                // are still checked. Queued work is no reason to return at once: the watcher never runs it.
+                if let Some(mut state) = self.poll.try_lock() {
+                    self.poll_once(&mut state, STALL);
+                }
+            }
             if self.in_app.load(Ordering::Acquire) < self.config.threads {
                 // An app thread is free: hand it the poll and the queued work.
                 let mut idle = self.idle.lock();
@@ -469,10 +487,6 @@ impl Shared {
                     idle.handoffs += 1;
                     self.spare_cv.notify_one();
                 }
-            } else if let Some(mut state) = self.poll.try_lock() {
-                // Every app thread is busy: poll in their place, one bounded wait at a time so that deadlines
-                // are still checked. Queued work is no reason to return at once: the watcher never runs it.
-                self.poll_once(&mut state, STALL);
             }
         }
     }
@@ -1095,6 +1109,10 @@ fn describe(exchange: &Exchange, out: &mut String) {
     out.push_str(&String::from_utf8_lossy(exchange.head.method(buf)));
     out.push(' ');
     out.push_str(&String::from_utf8_lossy(exchange.head.target(buf)));
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A duration in the loop's one-second clock ticks, rounded up so a fractional timeout never becomes zero.
