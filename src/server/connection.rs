@@ -102,7 +102,8 @@ pub struct ConnIo {
     pub continue_sent: bool,
     /// Our side is shut down; remaining input is read and dropped until the peer closes.
     pub closing: bool,
-    /// The tail of a finished response the client was not ready to take; the poller sends it.
+    /// Response bytes owed to the client: the tail of a finished response it was not ready to take (the poller
+    /// sends it), or small blocks of a streamed response staged to leave in one write (see `stage`).
     out: Vec<u8>,
     /// Close once `out` is sent instead of reading the next request.
     pub close_after_flush: bool,
@@ -119,6 +120,8 @@ pub struct ConnIo {
 
 /// Largest response tail parked for the poller; beyond it the answering thread waits for the client.
 pub const OUT_BUFFER: usize = 256 * 1024;
+/// Most bytes of a streamed response staged before they are written by the answering thread itself.
+pub const STAGE_LIMIT: usize = 64 * 1024;
 
 /// Result of one read attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -213,7 +216,37 @@ impl ConnIo {
         self.write_vectored_with(bufs, wait, true)
     }
 
+    /// Appends `bufs` to the bytes owed to the client without writing, if they fit in `STAGE_LIMIT` with what
+    /// is already staged; false when they do not (the caller writes them, after the staged ones).
+    pub fn stage(&mut self, bufs: &[IoSlice<'_>]) -> bool {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.out.len() + len > STAGE_LIMIT {
+            return false;
+        }
+        for buf in bufs {
+            self.out.extend_from_slice(buf);
+        }
+        true
+    }
+
     fn write_vectored_with(
+        &mut self,
+        bufs: &mut [IoSlice<'_>],
+        wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
+        park: bool,
+    ) -> io::Result<()> {
+        // Staged bytes go first, in the same write.
+        if !self.out.is_empty() {
+            let staged = std::mem::take(&mut self.out);
+            let mut all = Vec::with_capacity(bufs.len() + 1);
+            all.push(IoSlice::new(&staged));
+            all.extend(bufs.iter().map(|b| IoSlice::new(b)));
+            return self.write_slices(&mut all, wait, park);
+        }
+        self.write_slices(bufs, wait, park)
+    }
+
+    fn write_slices(
         &mut self,
         bufs: &mut [IoSlice<'_>],
         wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
@@ -322,6 +355,9 @@ pub struct Conn {
     pub fd: RawFd,
     /// Set once the head of the current response left (a timed-out request can then no longer get a 504).
     pub response_started: AtomicBool,
+    /// The current response has staged blocks in `ConnIo::out` that the watcher sends if the application takes
+    /// long to produce the next one; cleared when the response ends.
+    pub streaming: AtomicBool,
     /// Milliseconds since `PROGRESS_EPOCH` when the current response last sent a block; 0 before the first.
     progress_ms: AtomicU64,
     state: AtomicU8,
@@ -339,6 +375,7 @@ impl Conn {
             peer,
             fd: stream.raw_fd(),
             response_started: AtomicBool::new(false),
+            streaming: AtomicBool::new(false),
             progress_ms: AtomicU64::new(0),
             io: Mutex::new(ConnIo {
                 stream: Some(stream),

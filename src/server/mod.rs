@@ -117,6 +117,8 @@ struct Shared {
     entered_app: Box<[AtomicU64]>,
     /// Per app thread: its kernel thread id, to ask the kernel whether it is blocked.
     kernel_tids: Box<[AtomicI32]>,
+    /// Per app thread: the token of the connection whose request it runs (meaningful while `entered_app` is set).
+    serving: Box<[AtomicUsize]>,
     completed: AtomicU64,
     idle: Mutex<Idle>,
     watcher_deep: AtomicBool,
@@ -166,6 +168,9 @@ impl Server {
         let deadlines = Deadlines::new(config.threads.max(1) + 1);
         let entered_app = (0..config.threads.max(1)).map(|_| AtomicU64::new(0)).collect();
         let kernel_tids = (0..config.threads.max(1)).map(|_| AtomicI32::new(0)).collect();
+        let serving = (0..config.threads.max(1))
+            .map(|_| AtomicUsize::new(usize::MAX))
+            .collect();
         let shared = Arc::new(Shared {
             config,
             poll: Mutex::new(PollState {
@@ -184,6 +189,7 @@ impl Server {
             in_app: AtomicUsize::new(0),
             entered_app,
             kernel_tids,
+            serving,
             completed: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
@@ -543,6 +549,9 @@ impl Shared {
                 return;
             }
             let in_app = self.in_app.load(Ordering::Acquire);
+            if in_app > 0 {
+                self.send_staged();
+            }
             if let (Some(timeout), true) = (self.config.timeout, in_app > 0) {
                 let overdue = self.deadlines.expire(timeout);
                 if !overdue.is_empty() {
@@ -577,6 +586,28 @@ impl Shared {
             }
             last = now;
             last_at = Instant::now();
+        }
+    }
+
+    /// Sends, without waiting, the blocks streamed responses staged while their application produces the next
+    /// one (see `StartResponse::send_block`); what the socket does not take now waits for the next look.
+    fn send_staged(&self) {
+        for (entered, token) in self.entered_app.iter().zip(self.serving.iter()) {
+            if entered.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let Some(conn) = self.conns.get(token.load(Ordering::Relaxed)) else {
+                continue;
+            };
+            if !conn.streaming.load(Ordering::Acquire) {
+                continue;
+            }
+            // Never wait for the answering thread: it holds the connection only for short moments.
+            let Some(mut io) = conn.io.try_lock() else { continue };
+            // Checked again under the lock: once the response has ended, its tail belongs to its thread.
+            if conn.streaming.load(Ordering::Acquire) && io.has_pending_output() {
+                let _ = io.flush_pending();
+            }
         }
     }
 
@@ -1037,9 +1068,12 @@ impl Shared {
                 self.deadlines
                     .enter(index, &exchange.conn, |text| describe(&exchange, text));
             }
+            self.serving[index].store(exchange.conn.token, Ordering::Relaxed);
             self.enter_app(index);
             let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
             self.leave_app(index);
+            // Whatever the response left staged is now sent by the code below (or the poller), not the watcher.
+            exchange.conn.streaming.store(false, Ordering::Release);
             if self.config.timeout.is_some() {
                 self.deadlines.leave(index);
             }

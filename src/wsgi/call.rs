@@ -311,7 +311,7 @@ fn respond(py: Python<'_>, start_response: &StartResponse, result: &Bound<'_, Py
             continue;
         }
         // PEP 3333: stop once the app's Content-Length is satisfied.
-        if start_response.send(py, &[chunk.as_bytes()], false)? {
+        if start_response.send_block(py, chunk.as_bytes())? {
             break;
         }
     }

@@ -150,6 +150,21 @@ impl StartResponse {
     /// # Errors
     /// `NoStatus` before `start_response`, `Io` when the client is gone.
     pub fn send(&self, py: Python<'_>, chunks: &[&[u8]], last: bool) -> Result<bool, SendError> {
+        self.deliver(py, chunks, last, false)
+    }
+
+    /// Like `send(chunk, false)` for one block of an iterated body, except that a small block may be staged
+    /// instead of written: blocks a generator yields back to back then leave in one write. PEP 3333 allows this
+    /// as long as transmission goes on while the application produces its next block: the watcher sends what
+    /// is staged within a millisecond or so, and `finish` sends the rest.
+    ///
+    /// # Errors
+    /// As `send`.
+    pub fn send_block(&self, py: Python<'_>, chunk: &[u8]) -> Result<bool, SendError> {
+        self.deliver(py, &[chunk], false, true)
+    }
+
+    fn deliver(&self, py: Python<'_>, chunks: &[&[u8]], last: bool, may_stage: bool) -> Result<bool, SendError> {
         let mut state = self.state.lock();
         let state = &mut *state;
         let head_now = state.sent.is_none();
@@ -209,8 +224,13 @@ impl StartResponse {
         }
         sent.body_bytes += body_total;
         let complete = matches!(sent.framing, Framing::AppLength(len) if sent.body_bytes >= len);
-        if !slices.is_empty() {
-            let mut io = self.conn.io.lock();
+        let mut io = self.conn.io.lock();
+        if may_stage && !complete && io.stage(&slices) {
+            self.conn.streaming.store(true, std::sync::atomic::Ordering::Release);
+            self.conn.note_progress();
+            return Ok(complete);
+        }
+        if !slices.is_empty() || io.has_pending_output() {
             let mut wait = |fd| py.detach(|| wait_fd(fd, true, self.send_timeout));
             // The end of a response may be parked for the poller, so a slow reader holds no app thread.
             let written = if last {
@@ -280,7 +300,8 @@ impl StartResponse {
     /// As `send`.
     pub fn finish(&self, py: Python<'_>) -> Result<bool, SendError> {
         let sent = self.state.lock().sent;
-        if sent.is_none_or(|s| s.framing == Framing::Chunked && !s.terminated) {
+        let staged = self.conn.streaming.load(std::sync::atomic::Ordering::Acquire);
+        if staged || sent.is_none_or(|s| s.framing == Framing::Chunked && !s.terminated) {
             self.send(py, &[], true)?;
         }
         let state = self.state.lock();
