@@ -214,9 +214,10 @@ impl InputState {
         &self.data[self.pos..]
     }
 
-    fn take(&mut self, n: usize) -> Vec<u8> {
+    /// The next `n` bytes (or fewer) as a bytes object, copied once, straight from the buffer.
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
         let n = n.min(self.data.len() - self.pos);
-        let out = self.data[self.pos..self.pos + n].to_vec();
+        let out = PyBytes::new(py, &self.data[self.pos..self.pos + n]);
         self.pos += n;
         if self.pos == self.data.len() {
             self.data.clear();
@@ -294,27 +295,27 @@ impl InputState {
         }
     }
 
-    fn read(&mut self, py: Python<'_>, size: Option<usize>) -> PyResult<Vec<u8>> {
+    fn read<'py>(&mut self, py: Python<'py>, size: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
         if let Some(n) = size {
             while self.available().len() < n && self.fill(py)? {}
-            Ok(self.take(n))
+            Ok(self.take(py, n))
         } else {
             while self.fill(py)? {}
-            Ok(self.take(usize::MAX))
+            Ok(self.take(py, usize::MAX))
         }
     }
 
-    fn readline(&mut self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<u8>> {
+    fn readline<'py>(&mut self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
             let avail = self.available();
             if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
                 let end = scanned + i + 1;
-                return Ok(self.take(limit.map_or(end, |l| l.min(end))));
+                return Ok(self.take(py, limit.map_or(end, |l| l.min(end))));
             }
             scanned = avail.len();
             if limit.is_some_and(|l| scanned >= l) || !self.fill(py)? {
-                return Ok(self.take(limit.unwrap_or(usize::MAX)));
+                return Ok(self.take(py, limit.unwrap_or(usize::MAX)));
             }
         }
     }
@@ -344,14 +345,12 @@ fn limit(size: Option<isize>) -> Option<usize> {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with_state(|state| state.read(py, limit(size)))?;
-        Ok(PyBytes::new(py, &data))
+        self.with_state(|state| state.read(py, limit(size)))
     }
 
     #[pyo3(signature = (size=None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let line = self.with_state(|state| state.readline(py, limit(size)))?;
-        Ok(PyBytes::new(py, &line))
+        self.with_state(|state| state.readline(py, limit(size)))
     }
 
     #[pyo3(signature = (hint=None))]
@@ -362,10 +361,10 @@ impl Input {
             let mut total = 0;
             loop {
                 let line = state.readline(py, None)?;
-                if line.is_empty() {
+                if line.as_bytes().is_empty() {
                     break;
                 }
-                total += line.len();
+                total += line.as_bytes().len();
                 lines.push(line);
                 if hint.is_some_and(|h| total >= h) {
                     break;
@@ -373,7 +372,7 @@ impl Input {
             }
             Ok(lines)
         })?;
-        PyList::new(py, lines.iter().map(|l| PyBytes::new(py, l)))
+        PyList::new(py, lines)
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -382,7 +381,7 @@ impl Input {
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let line = self.with_state(|state| state.readline(py, None))?;
-        Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
+        Ok((!line.as_bytes().is_empty()).then_some(line))
     }
 }
 
