@@ -42,8 +42,12 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// Requests of one connection answered back to back before its next one goes through the queue.
 const MAX_INLINE: usize = 16;
-/// How long the watcher lets a request run before it considers the poller stalled.
+/// The watcher's tick while requests are in the application.
 const STALL: Duration = Duration::from_millis(1);
+/// A request running (not blocked) for longer than this no longer holds back queued work: another thread starts
+/// beside it. Shorter requests are waited for, since two threads computing at once only trade the GIL. Well above
+/// a scheduler time slice, so a worker preempted by another process on the same core is not taken as stalled.
+const LONG_REQUEST: Duration = Duration::from_millis(20);
 /// The watcher takes a request younger than this to be running without asking the kernel: under a load of short
 /// requests it looks every millisecond, and a read of `/proc` costs more than most such requests take.
 const ASK_KERNEL_AFTER: Duration = Duration::from_micros(100);
@@ -380,7 +384,7 @@ impl Shared {
     }
 
     /// True while another app thread is running (not blocked) a request that entered the application less than
-    /// `STALL` ago.
+    /// `LONG_REQUEST` ago.
     ///
     /// Queued work waits for that thread rather than start beside it: two threads running Python at once only
     /// trade the GIL back and forth (a context switch per hand-over, and up to the interpreter's 5 ms switch
@@ -392,10 +396,19 @@ impl Shared {
             return false;
         }
         let now = self.app_clock();
-        let stall = nanos(STALL);
+        let long = nanos(LONG_REQUEST);
         self.entered_app.iter().enumerate().any(|(i, entered)| {
             let entered = entered.load(Ordering::Acquire);
-            i != index && entered != 0 && now.saturating_sub(entered) < stall && !self.app_thread_sleeping(i)
+            i != index && entered != 0 && now.saturating_sub(entered) < long && !self.app_thread_sleeping(i)
+        })
+    }
+
+    /// True when a request has been in the application for `LONG_REQUEST` or more.
+    fn long_request_running(&self) -> bool {
+        let now = self.app_clock();
+        self.entered_app.iter().any(|entered| {
+            let entered = entered.load(Ordering::Acquire);
+            entered != 0 && now.saturating_sub(entered) >= nanos(LONG_REQUEST)
         })
     }
 
@@ -521,8 +534,9 @@ impl Shared {
         self.spare_cv.notify_all();
     }
 
-    /// Waits until the app threads stall (a request has run for `STALL` with nothing completed while work
-    /// waits), a request passes its deadline, or the server stops.
+    /// Waits until the app threads stall while work waits (a request is blocked in the kernel, or nothing
+    /// completed for a tick while a request has run for `LONG_REQUEST`), a request passes its deadline, or the
+    /// server stops.
     fn watch(&self) {
         let mut idle = self.idle.lock();
         let mut last = self.completed.load(Ordering::Acquire);
@@ -570,9 +584,9 @@ impl Shared {
                 continue;
             }
             let now = self.completed.load(Ordering::Acquire);
-            // Nothing completed for a whole tick while work waits: stalled (a long computation, or a wait the
-            // kernel did not show at the moment of looking).
-            if work_waiting && now == last {
+            // Nothing completed for a whole tick while work waits behind a long request: stalled (a long
+            // computation, or a wait the kernel did not show at the moment of looking).
+            if work_waiting && now == last && self.long_request_running() {
                 return;
             }
             if now == last && in_app == 0 {
