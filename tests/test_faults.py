@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 import requests
+from support import wait_until
 
 
 def socket_count(pid: int) -> int:
@@ -22,15 +22,6 @@ def rss_kib(pid: int) -> int:
 
 def closes(url: str) -> int:
     return int(requests.get(f'{url}/closes', timeout=10).text)
-
-
-def wait_until(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def vanish_mid_upload(port: int) -> None:
@@ -57,15 +48,15 @@ def test_vanishing_clients_close_every_iterable_and_leak_nothing(serve):
             vanish(served.port)
             rounds += 1
             # Each vanished request's iterable is closed (the /closes request itself is a list: never counted).
-            assert wait_until(lambda n=rounds: closes(served.url) == n), f'close() not called after round {rounds}'
-    assert wait_until(lambda: socket_count(pid) == baseline_sockets)
+            wait_until(lambda n=rounds: closes(served.url) == n, f'close() to be called after round {rounds}')
+    wait_until(lambda: socket_count(pid) == baseline_sockets, 'the sockets to be closed')
     warm_rss = rss_kib(pid)
     for _ in range(60):
         vanish_mid_upload(served.port)
         vanish_mid_download(served.port)
         rounds += 2
-    assert wait_until(lambda: closes(served.url) == rounds)
-    assert wait_until(lambda: socket_count(pid) == baseline_sockets)
+    wait_until(lambda: closes(served.url) == rounds, f'close() to be called {rounds} times')
+    wait_until(lambda: socket_count(pid) == baseline_sockets, 'the sockets to be closed')
     # 120 more vanished requests moved 240 MiB: memory must not grow with them.
     assert rss_kib(pid) - warm_rss < 16 * 1024
     assert served.proc.poll() is None, 'the server is still running'

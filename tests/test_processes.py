@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import support
 from conftest import APPS_DIR, Served
 
 ServeFactory = Callable[..., Served]
@@ -37,14 +38,8 @@ NAP_STARTED = 'NAP-STARTED'
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT) -> object:
-    """Poll `condition` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f'timed out waiting for {what}')
+    """`support.wait_until` with this module's longer default (workers may need a while to boot or drain)."""
+    return support.wait_until(condition, what, timeout)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
