@@ -193,6 +193,15 @@ def machine_lines(meta: dict[str, Any]) -> list[str]:
     ]
 
 
+def noisy_cells(records: list[dict]) -> int:
+    """Scenario/server cells whose every measured run was noisy (their medians rest on disturbed runs only)."""
+    runs: dict[tuple[str, str], list[bool]] = {}
+    for r in records:
+        if not r.get('skipped'):
+            runs.setdefault((r.get('scenario', ''), r.get('server', '')), []).append(bool(r.get('noisy')))
+    return sum(1 for flags in runs.values() if all(flags))
+
+
 def render_markdown(records: list[dict], meta: dict[str, Any]) -> str:
     """The whole report."""
     agg = summarize(records)
@@ -205,7 +214,7 @@ def render_markdown(records: list[dict], meta: dict[str, Any]) -> str:
         f'- {len(measured)} measurements, {noisy} flagged noisy (other processes used more than 10 % of a core '
         'during the run); medians use the clean runs of a cell when it has any'
     )
-    if meta.get('quick') or noisy:
+    if meta.get('quick') or noisy_cells(records):
         lines.append('- **short or noisy run: these numbers check that the suite works; they are not for publication**')
     lines += [
         '',
@@ -298,7 +307,7 @@ def write_charts(records: list[dict], meta: dict[str, Any], outdir: Path) -> lis
     servers = order_of(records, 'server')
     scenarios = order_of(records, 'scenario')
     subtitle = f'{meta.get("run_id", "")} · {meta.get("cpu", "")} · server on 1 core, wrk -c{meta.get("conc")}'
-    if meta.get('quick') or any(r.get('noisy') for r in records):
+    if meta.get('quick') or noisy_cells(records):
         subtitle += ' · short/noisy run, not for publication'
     colors = [SUBJECT_COLOR if s.startswith(SUBJECT) else PEER_COLOR for s in servers]
     paths = []
