@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 
 def _read_version() -> str:
     try:
@@ -12,6 +10,9 @@ def _read_version() -> str:
         pass
     else:
         return built
+    # Only without the extension: importlib.metadata (and the email package it loads) costs several MiB of RSS.
+    from importlib import metadata
+
     try:
         return metadata.version('rustwsgi')
     except metadata.PackageNotFoundError:

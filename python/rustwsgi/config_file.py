@@ -14,11 +14,6 @@ from typing import Any
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, as the `tomli` package
-    import tomli as tomllib
-
 __all__ = ['PYPROJECT', 'RUSTWSGI_TOML', 'ConfigFile', 'find_config_file', 'load_config_file', 'read_toml']
 
 RUSTWSGI_TOML = 'rustwsgi.toml'
@@ -33,10 +28,20 @@ class ConfigFile:
     values: dict[str, Any]
 
 
+def _toml() -> Any:
+    """The TOML parser, imported on first use (it is most of a megabyte of memory a process without a config file
+    does not need)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the same parser, as the `tomli` package
+        import tomli as tomllib
+    return tomllib
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; raises OSError, or ValueError (`tomllib.TOMLDecodeError`) for bad syntax."""
     with open(path, 'rb') as handle:
-        return tomllib.load(handle)
+        return _toml().load(handle)
 
 
 def _pyproject_table(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -46,11 +51,12 @@ def _pyproject_table(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    toml = _toml()
     try:
         return read_toml(path)
     except OSError as exc:
         raise ConfigError(f'cannot read config file {path}: {exc.strerror or exc}') from None
-    except tomllib.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise ConfigError(f'{path}: invalid TOML: {exc}') from None
 
 

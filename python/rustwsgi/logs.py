@@ -14,7 +14,6 @@ import binascii
 import json
 import json.encoder
 import logging
-import logging.config
 import logging.handlers
 import os
 import re
@@ -231,8 +230,10 @@ def setup_logging(config: Config, *, force: bool) -> LoggingSetup:
     if config.log_config is not None:
         log_config = load_log_config(config.log_config)
         named = _named_loggers(log_config)
+        from logging import config as logging_config  # only with --log-config: it pulls in socketserver and more
+
         try:
-            logging.config.dictConfig(log_config)
+            logging_config.dictConfig(log_config)
         except (ValueError, TypeError, AttributeError, ImportError) as exc:
             raise ConfigError(f'log config {config.log_config}: {exc}') from None
 
