@@ -39,6 +39,17 @@ def free_port(host: str = '127.0.0.1') -> int:
         return sock.getsockname()[1]
 
 
+def socket_count(pid: int) -> int:
+    """The sockets process `pid` has open (descriptors closed while they are listed are skipped)."""
+    count = 0
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        try:
+            count += os.readlink(f'/proc/{pid}/fd/{fd}').startswith('socket:')
+        except FileNotFoundError:
+            pass
+    return count
+
+
 def wait_until(check: Callable[[], T | None], what: str, timeout: float = WAIT_TIMEOUT) -> T:
     """Poll `check` until it returns something truthy, and return that; fail naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -3,16 +3,10 @@ many sockets and about as much memory as it started with."""
 
 from __future__ import annotations
 
-import os
 import socket
 
 import requests
-from support import wait_until
-
-
-def socket_count(pid: int) -> int:
-    fds = os.listdir(f'/proc/{pid}/fd')
-    return sum(1 for fd in fds if os.readlink(f'/proc/{pid}/fd/{fd}').startswith('socket:'))
+from support import socket_count, wait_until
 
 
 def rss_kib(pid: int) -> int:

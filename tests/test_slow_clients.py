@@ -3,11 +3,11 @@ clients that stop reading are parked for the event loop instead of holding the o
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 
 from conftest import raw_request
+from support import socket_count
 
 # Generous on purpose (the machine is shared); the normal answer takes milliseconds.
 PROMPT = 1.0
@@ -73,11 +73,6 @@ def test_header_timeout_closes_a_connection_that_never_finishes_its_head(serve):
         # The server closes the connection (the clock ticks in seconds, so within about 2 s); recv sees EOF.
         assert sock.recv(4096) == b''
     assert ask_small(served.port).startswith(b'HTTP/1.1 200 OK\r\n')
-
-
-def socket_count(pid: int) -> int:
-    fds = os.listdir(f'/proc/{pid}/fd')
-    return sum(1 for fd in fds if os.readlink(f'/proc/{pid}/fd/{fd}').startswith('socket:'))
 
 
 def test_write_timeout_drops_a_client_that_takes_nothing(serve):
