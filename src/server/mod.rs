@@ -116,13 +116,8 @@ struct Shared {
     /// Set by `shutdown(false)`: stop at once, without finishing requests.
     aborted: AtomicBool,
     in_app: AtomicUsize,
-    /// Per app thread: when its current request entered the application (nanoseconds on `clock`, plus one), or
-    /// 0 while it is outside. Tells a request that is running fresh from one that has been blocked for a while.
-    entered_app: Box<[AtomicU64]>,
-    /// Per app thread: its kernel thread id, to ask the kernel whether it is blocked.
-    kernel_tids: Box<[AtomicI32]>,
-    /// Per app thread: the token of the connection whose request it runs (meaningful while `entered_app` is set).
-    serving: Box<[AtomicUsize]>,
+    /// What each app thread is doing, read by the others and by the watcher.
+    app_threads: Box<[AppThread]>,
     completed: AtomicU64,
     idle: Mutex<Idle>,
     watcher_deep: AtomicBool,
@@ -142,6 +137,18 @@ struct Shared {
     clock: Instant,
     /// `sys::coarse_now()` when the server started: the origin of `now()`.
     coarse_start: Duration,
+}
+
+/// One app thread as the other threads see it.
+#[derive(Default)]
+struct AppThread {
+    /// When its current request entered the application (nanoseconds on `Shared::clock`, plus one), or 0 while
+    /// it is outside. Tells a request that is running fresh from one that has been inside for a while.
+    entered: AtomicU64,
+    /// Its kernel thread id, to ask the kernel whether it is blocked (0 until the thread starts).
+    tid: AtomicI32,
+    /// The token of the connection whose request it runs (meaningful while `entered` is set).
+    serving: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -170,11 +177,7 @@ impl Server {
         }
         let waker = Waker::new(&registry, WAKER)?;
         let deadlines = Deadlines::new(config.threads.max(1) + 1);
-        let entered_app = (0..config.threads.max(1)).map(|_| AtomicU64::new(0)).collect();
-        let kernel_tids = (0..config.threads.max(1)).map(|_| AtomicI32::new(0)).collect();
-        let serving = (0..config.threads.max(1))
-            .map(|_| AtomicUsize::new(usize::MAX))
-            .collect();
+        let app_threads = (0..config.threads.max(1)).map(|_| AppThread::default()).collect();
         let shared = Arc::new(Shared {
             config,
             poll: Mutex::new(PollState {
@@ -191,9 +194,7 @@ impl Server {
             stopped: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             in_app: AtomicUsize::new(0),
-            entered_app,
-            kernel_tids,
-            serving,
+            app_threads,
             completed: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
@@ -322,19 +323,16 @@ impl Shared {
             self.watcher_main(worker);
             return;
         }
-        self.kernel_tids[index].store(crate::sys::kernel_thread_id(), Ordering::Release);
+        self.app_threads[index]
+            .tid
+            .store(crate::sys::kernel_thread_id(), Ordering::Release);
         let mut since_poll = 0;
         loop {
             if self.stopping() {
                 return;
             }
             // Attached to the interpreter, having just answered a request: take the next queued one directly.
-            let job = if self.fresh_request_elsewhere(index) {
-                None
-            } else {
-                self.queue.lock().pop_front()
-            };
-            if let Some(exchange) = job {
+            if let Some(exchange) = self.take_queued(index) {
                 self.run(index, exchange, worker);
                 since_poll += 1;
                 // Between queued requests, look at the sockets now and then so that a long queue (or a pipelining
@@ -366,10 +364,8 @@ impl Shared {
             if self.stopping() {
                 return None;
             }
-            if !self.fresh_request_elsewhere(index) {
-                if let Some(exchange) = self.queue.lock().pop_front() {
-                    return Some(exchange);
-                }
+            if let Some(exchange) = self.take_queued(index) {
+                return Some(exchange);
             }
             // While another thread is in the application, this one polls only when the watcher says that thread
             // stalled: otherwise a CPU-bound app would have two threads fighting over the GIL.
@@ -381,6 +377,15 @@ impl Shared {
             }
             self.rest();
         }
+    }
+
+    /// The next queued request, unless app thread `index` should leave it to another (see
+    /// `fresh_request_elsewhere`).
+    fn take_queued(&self, index: usize) -> Option<Exchange> {
+        if self.fresh_request_elsewhere(index) {
+            return None;
+        }
+        self.queue.lock().pop_front()
     }
 
     /// True while another app thread is running (not blocked) a request that entered the application less than
@@ -395,36 +400,34 @@ impl Shared {
         if self.in_app.load(Ordering::Acquire) == 0 {
             return false;
         }
-        let now = self.app_clock();
-        let long = nanos(LONG_REQUEST);
-        self.entered_app.iter().enumerate().any(|(i, entered)| {
-            let entered = entered.load(Ordering::Acquire);
-            i != index && entered != 0 && now.saturating_sub(entered) < long && !self.app_thread_sleeping(i)
-        })
+        self.requests_in_app()
+            .any(|(i, age)| i != index && age < LONG_REQUEST && !self.app_thread_sleeping(i))
     }
 
     /// True when a request has been in the application for `LONG_REQUEST` or more.
     fn long_request_running(&self) -> bool {
+        self.requests_in_app().any(|(_, age)| age >= LONG_REQUEST)
+    }
+
+    /// True when a thread inside the application is blocked in the kernel.
+    fn request_blocked(&self) -> bool {
+        self.requests_in_app()
+            .any(|(i, age)| age >= ASK_KERNEL_AFTER && self.app_thread_sleeping(i))
+    }
+
+    /// The app threads inside the application, with how long their current request has been there.
+    fn requests_in_app(&self) -> impl Iterator<Item = (usize, Duration)> + '_ {
         let now = self.app_clock();
-        self.entered_app.iter().any(|entered| {
-            let entered = entered.load(Ordering::Acquire);
-            entered != 0 && now.saturating_sub(entered) >= nanos(LONG_REQUEST)
+        self.app_threads.iter().enumerate().filter_map(move |(i, thread)| {
+            let entered = thread.entered.load(Ordering::Acquire);
+            (entered != 0).then(|| (i, Duration::from_nanos(now.saturating_sub(entered))))
         })
     }
 
     /// True when app thread `index` is blocked in the kernel.
     fn app_thread_sleeping(&self, index: usize) -> bool {
-        let tid = self.kernel_tids[index].load(Ordering::Acquire);
+        let tid = self.app_threads[index].tid.load(Ordering::Acquire);
         tid != 0 && crate::sys::thread_is_sleeping(tid)
-    }
-
-    /// True when a thread inside the application is blocked in the kernel.
-    fn request_blocked(&self) -> bool {
-        let now = self.app_clock();
-        (0..self.entered_app.len()).any(|i| {
-            let entered = self.entered_app[i].load(Ordering::Acquire);
-            entered != 0 && now.saturating_sub(entered) >= nanos(ASK_KERNEL_AFTER) && self.app_thread_sleeping(i)
-        })
     }
 
     /// Nanoseconds since the server started, never 0 (0 marks a thread outside the application).
@@ -606,13 +609,9 @@ impl Shared {
     /// Sends, without waiting, the blocks streamed responses staged while their application produces the next
     /// one (see `StartResponse::send_block`); what the socket does not take now waits for the next look.
     fn send_staged(&self) {
-        for (entered, token) in self.entered_app.iter().zip(self.serving.iter()) {
-            if entered.load(Ordering::Acquire) == 0 {
-                continue;
-            }
-            let Some(conn) = self.conns.get(token.load(Ordering::Relaxed)) else {
-                continue;
-            };
+        for (index, _) in self.requests_in_app() {
+            let token = self.app_threads[index].serving.load(Ordering::Relaxed);
+            let Some(conn) = self.conns.get(token) else { continue };
             if !conn.streaming.load(Ordering::Acquire) {
                 continue;
             }
@@ -1082,7 +1081,9 @@ impl Shared {
                 self.deadlines
                     .enter(index, &exchange.conn, |text| describe(&exchange, text));
             }
-            self.serving[index].store(exchange.conn.token, Ordering::Relaxed);
+            self.app_threads[index]
+                .serving
+                .store(exchange.conn.token, Ordering::Relaxed);
             self.enter_app(index);
             let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
             self.leave_app(index);
@@ -1136,12 +1137,14 @@ impl Shared {
     }
 
     fn leave_app(&self, index: usize) {
-        self.entered_app[index].store(0, Ordering::Release);
+        self.app_threads[index].entered.store(0, Ordering::Release);
         self.in_app.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn enter_app(&self, index: usize) {
-        self.entered_app[index].store(self.app_clock(), Ordering::Release);
+        self.app_threads[index]
+            .entered
+            .store(self.app_clock(), Ordering::Release);
         self.in_app.fetch_add(1, Ordering::SeqCst);
         if self.watcher_deep.load(Ordering::SeqCst) {
             let _idle = self.idle.lock();
@@ -1157,10 +1160,6 @@ fn describe(exchange: &Exchange, out: &mut String) {
     out.push_str(&String::from_utf8_lossy(exchange.head.method(buf)));
     out.push(' ');
     out.push_str(&String::from_utf8_lossy(exchange.head.target(buf)));
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A duration in the loop's one-second clock ticks, rounded up so a fractional timeout never becomes zero.
