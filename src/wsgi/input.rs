@@ -87,28 +87,24 @@ impl ClientFault {
         }
     }
 
-    fn describe(self) -> String {
-        match self {
-            ClientFault::Stalled => "client paused longer than the body timeout".into(),
-            ClientFault::TooSlow => "client sent the body slower than the minimum rate".into(),
-            ClientFault::Closed => "client closed the connection before the body was complete".into(),
-            ClientFault::Invalid(err) => format!("invalid request body: {}", err.detail()),
-        }
-    }
-
     fn to_py(self) -> PyErr {
         let kind = match self {
             ClientFault::Stalled | ClientFault::TooSlow => io::ErrorKind::TimedOut,
             ClientFault::Closed => io::ErrorKind::UnexpectedEof,
             ClientFault::Invalid(_) => io::ErrorKind::InvalidData,
         };
-        PyOSError::new_err(format!("{}: {}", io::Error::from(kind), self.describe()))
+        PyOSError::new_err(format!("{}: {self}", io::Error::from(kind)))
     }
 }
 
 impl std::fmt::Display for ClientFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
+        match self {
+            ClientFault::Stalled => f.write_str("client paused longer than the body timeout"),
+            ClientFault::TooSlow => f.write_str("client sent the body slower than the minimum rate"),
+            ClientFault::Closed => f.write_str("client closed the connection before the body was complete"),
+            ClientFault::Invalid(err) => write!(f, "invalid request body: {}", err.detail()),
+        }
     }
 }
 
