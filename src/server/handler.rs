@@ -11,8 +11,11 @@ use super::connection::Conn;
 #[derive(Debug)]
 pub enum Body {
     Empty,
-    /// The whole body was already received and decoded.
-    Buffered(Vec<u8>),
+    /// The whole body was already received with Content-Length framing: these many bytes follow the head in
+    /// the connection's buffer, as sent (the worker copies them once, straight into what the app reads).
+    Received(usize),
+    /// The whole chunked body was already received and decoded.
+    Decoded(Vec<u8>),
     /// The body is still arriving; the decoder continues from the connection's buffer and socket.
     Streaming(BodyDecoder),
 }

@@ -1000,28 +1000,30 @@ impl Shared {
         // app sees the same environ however the bytes were split.
         let raw = &io.data()[head_len..];
         let complete = match head.body {
-            BodyKind::Empty => Some((Vec::new(), 0)),
+            BodyKind::Empty => Some((Body::Empty, 0)),
             BodyKind::Length(len) if len > BUFFER_BODY as u64 => None,
-            kind => decode_complete(kind, limits.body, raw)?.filter(|&(_, used)| used <= BUFFER_BODY),
+            #[allow(clippy::cast_possible_truncation)] // at most BUFFER_BODY
+            BodyKind::Length(len) => (raw.len() as u64 >= len).then_some((Body::Received(len as usize), len as usize)),
+            kind @ BodyKind::Chunked => decode_complete(kind, limits.body, raw)?
+                .filter(|&(_, used)| used <= BUFFER_BODY)
+                .map(|(bytes, used)| (Body::Decoded(bytes), used)),
         };
         let waiting_for_small_body = complete.is_none()
             && match head.body {
                 BodyKind::Length(len) => len <= BUFFER_BODY as u64,
                 _ => raw.len() <= BUFFER_BODY,
             };
-        let (body, consumed) = match complete {
-            Some(_) if head.body == BodyKind::Empty => (Body::Empty, head_len),
-            Some((bytes, used)) => (Body::Buffered(bytes), head_len + used),
-            None => {
-                if head.expect_continue && !io.continue_sent {
-                    io.continue_sent = true;
-                    io.write_nonblocking(CONTINUE);
-                }
-                if waiting_for_small_body {
-                    return Ok(None);
-                }
-                (Body::Streaming(BodyDecoder::new(head.body, limits.body)), head_len)
+        let (body, consumed) = if let Some((body, used)) = complete {
+            (body, head_len + used)
+        } else {
+            if head.expect_continue && !io.continue_sent {
+                io.continue_sent = true;
+                io.write_nonblocking(CONTINUE);
             }
+            if waiting_for_small_body {
+                return Ok(None);
+            }
+            (Body::Streaming(BodyDecoder::new(head.body, limits.body)), head_len)
         };
         io.continue_sent = false;
         io.requests += 1;

@@ -75,10 +75,10 @@ impl App {
         let conn = exchange.conn.clone();
         let body = std::mem::replace(&mut exchange.body, Body::Empty);
         let decoded_len = match (&body, exchange.head.body) {
-            (Body::Buffered(bytes), BodyKind::Chunked) => Some(bytes.len() as u64),
+            (Body::Decoded(bytes), BodyKind::Chunked) => Some(bytes.len() as u64),
             _ => None,
         };
-        let (environ, is_head) = {
+        let (environ, is_head, input) = {
             let mut io = conn.io.lock();
             let buf = io.data();
             let is_head = exchange.head.method(buf) == b"HEAD";
@@ -97,13 +97,18 @@ impl App {
                 decoded_len,
                 &self.rules,
             );
+            // A body that came with the head is copied once, from the buffer into the bytes object the app reads.
+            let input = match body {
+                Body::Empty => Ok(self.empty_input.clone_ref(py)),
+                Body::Received(len) => {
+                    let start = exchange.head.head_len;
+                    Py::new(py, Input::buffered(PyBytes::new(py, &buf[start..start + len]).unbind()))
+                }
+                Body::Decoded(bytes) => Py::new(py, Input::buffered(PyBytes::new(py, &bytes).unbind())),
+                Body::Streaming(decoder) => Py::new(py, Input::streaming(conn.clone(), decoder, self.body_pace)),
+            };
             io.consume(exchange.consumed);
-            (environ, is_head)
-        };
-        let input = match body {
-            Body::Empty => Ok(self.empty_input.clone_ref(py)),
-            Body::Buffered(bytes) => Py::new(py, Input::buffered(bytes)),
-            Body::Streaming(decoder) => Py::new(py, Input::streaming(conn.clone(), decoder, self.body_pace)),
+            (environ, is_head, input)
         };
         let meta = RequestMeta {
             minor_version: exchange.head.minor_version,

@@ -32,7 +32,11 @@ pub struct Input {
 
 #[derive(Default)]
 struct InputState {
+    /// A body received whole with its head: reads are served from it, and a read of all of it returns it.
+    whole: Option<Py<PyBytes>>,
+    /// Decoded bytes of a streamed body, not yet read.
     data: Vec<u8>,
+    /// How much of `whole`, or of `data`, was read.
     pos: usize,
     source: Option<Source>,
     /// Why reading the body failed, when the client is to blame.
@@ -120,13 +124,11 @@ struct Source {
 
 impl Input {
     #[must_use]
-    pub fn buffered(data: Vec<u8>) -> Self {
+    pub fn buffered(body: Py<PyBytes>) -> Self {
         Input {
             state: Mutex::new(InputState {
-                data,
-                pos: 0,
-                source: None,
-                fault: None,
+                whole: Some(body),
+                ..InputState::default()
             }),
             empty: false,
         }
@@ -145,6 +147,7 @@ impl Input {
     pub fn streaming(conn: Arc<Conn>, decoder: BodyDecoder, pace: BodyPace) -> Self {
         Input {
             state: Mutex::new(InputState {
+                whole: None,
                 data: Vec::new(),
                 pos: 0,
                 source: Some(Source {
@@ -186,6 +189,7 @@ impl Input {
         }
         if let Some(mut state) = self.state.try_lock() {
             state.source = None;
+            state.whole = None;
             state.data = Vec::new();
             state.pos = 0;
         }
@@ -206,16 +210,27 @@ impl Input {
 }
 
 impl InputState {
-    fn available(&self) -> &[u8] {
-        &self.data[self.pos..]
+    fn available<'a>(&'a self, py: Python<'_>) -> &'a [u8] {
+        match &self.whole {
+            Some(whole) => &whole.as_bytes(py)[self.pos..],
+            None => &self.data[self.pos..],
+        }
     }
 
-    /// The next `n` bytes (or fewer) as a bytes object, copied once, straight from the buffer.
+    /// The next `n` bytes (or fewer) as a bytes object: the received body itself when all of it is asked for,
+    /// else copied once, straight from the buffer.
     fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
-        let n = n.min(self.data.len() - self.pos);
-        let out = PyBytes::new(py, &self.data[self.pos..self.pos + n]);
+        let available = self.available(py);
+        let n = n.min(available.len());
+        if let Some(whole) = &self.whole {
+            if self.pos == 0 && n == available.len() {
+                self.pos = n;
+                return whole.bind(py).clone();
+            }
+        }
+        let out = PyBytes::new(py, &available[..n]);
         self.pos += n;
-        if self.pos == self.data.len() {
+        if self.whole.is_none() && self.pos == self.data.len() {
             self.data.clear();
             self.pos = 0;
         }
@@ -293,7 +308,7 @@ impl InputState {
 
     fn read<'py>(&mut self, py: Python<'py>, size: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
         if let Some(n) = size {
-            while self.available().len() < n && self.fill(py)? {}
+            while self.available(py).len() < n && self.fill(py)? {}
             Ok(self.take(py, n))
         } else {
             while self.fill(py)? {}
@@ -304,7 +319,7 @@ impl InputState {
     fn readline<'py>(&mut self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyBytes>> {
         let mut scanned = 0;
         loop {
-            let avail = self.available();
+            let avail = self.available(py);
             if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
                 let end = scanned + i + 1;
                 return Ok(self.take(py, limit.map_or(end, |l| l.min(end))));
