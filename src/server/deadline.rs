@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -19,7 +19,8 @@ struct Slot {
     conn: Option<Arc<Conn>>,
     /// OS identity of the thread (equal to Python's `threading.get_ident()`).
     thread: u64,
-    started: Option<Instant>,
+    /// When the request entered the application, on the caller's nanosecond clock; 0 while none runs.
+    started: u64,
     /// `METHOD target`, reusing its allocation from request to request.
     describe: String,
     timed_out: bool,
@@ -48,13 +49,14 @@ impl Deadlines {
         }
     }
 
-    /// Thread `index` starts running a request on `conn`; `describe` writes its `METHOD target`.
-    pub fn enter(&self, index: usize, conn: &Arc<Conn>, describe: impl FnOnce(&mut String)) {
+    /// Thread `index` starts running a request on `conn` at `started` (nanoseconds on the caller's clock,
+    /// never 0, the same clock `expire` is given); `describe` writes its `METHOD target`.
+    pub fn enter(&self, index: usize, conn: &Arc<Conn>, started: u64, describe: impl FnOnce(&mut String)) {
         let Some(slot) = self.slots.get(index) else { return };
         let mut slot = slot.lock();
         slot.conn = Some(conn.clone());
         slot.thread = crate::sys::thread_ident();
-        slot.started = Some(Instant::now());
+        slot.started = started;
         slot.describe.clear();
         describe(&mut slot.describe);
         slot.timed_out = false;
@@ -65,21 +67,22 @@ impl Deadlines {
         if let Some(slot) = self.slots.get(index) {
             let mut slot = slot.lock();
             slot.conn = None;
-            slot.started = None;
+            slot.started = 0;
         }
     }
 
-    /// Marks requests older than `timeout`, answers them with 504 where still possible, and returns them.
-    pub fn expire(&self, timeout: Duration) -> Vec<Overdue> {
+    /// Marks requests older than `timeout` at `now` (the clock of `enter`), answers them with 504 where still
+    /// possible, and returns them.
+    pub fn expire(&self, timeout: Duration, now: u64) -> Vec<Overdue> {
         let mut overdue = Vec::new();
         for slot in &self.slots {
             // Holding the slot keeps its connection open: the owner clears the slot (`leave`) before it may
             // close the socket, so the descriptor below cannot have been reused.
             let mut slot = slot.lock();
-            let (Some(started), Some(conn), false) = (slot.started, slot.conn.as_ref(), slot.timed_out) else {
+            let (started @ 1.., Some(conn), false) = (slot.started, slot.conn.as_ref(), slot.timed_out) else {
                 continue;
             };
-            let elapsed = started.elapsed();
+            let elapsed = Duration::from_nanos(now.saturating_sub(started));
             // A response that keeps reaching the client is progress: the deadline counts from its last block,
             // so a long stream (or a slow reader) is not cut off, while an app that stops producing is.
             let idle = conn.since_progress().map_or(elapsed, |since| since.min(elapsed));
@@ -111,7 +114,7 @@ impl Deadlines {
             .iter()
             .filter(|slot| {
                 let slot = slot.lock();
-                slot.timed_out && slot.started.is_some()
+                slot.timed_out && slot.started != 0
             })
             .count()
     }

@@ -570,7 +570,7 @@ impl Shared {
                 self.send_staged();
             }
             if let (Some(timeout), true) = (self.config.timeout, in_app > 0) {
-                let overdue = self.deadlines.expire(timeout);
+                let overdue = self.deadlines.expire(timeout, self.app_clock());
                 if !overdue.is_empty() {
                     self.overdue.lock().extend(overdue);
                     return;
@@ -1079,14 +1079,15 @@ impl Shared {
         loop {
             exchange.conn.response_started.store(false, Ordering::Release);
             exchange.conn.reset_progress();
+            let entered = self.app_clock();
             if self.config.timeout.is_some() {
                 self.deadlines
-                    .enter(index, &exchange.conn, |text| describe(&exchange, text));
+                    .enter(index, &exchange.conn, entered, |text| describe(&exchange, text));
             }
             self.app_threads[index]
                 .serving
                 .store(exchange.conn.token, Ordering::Relaxed);
-            self.enter_app(index);
+            self.enter_app(index, entered);
             let outcome = catch_unwind(AssertUnwindSafe(|| worker.handle(&mut exchange, self)));
             self.leave_app(index);
             // Whatever the response left staged is now sent by the code below (or the poller), not the watcher.
@@ -1143,10 +1144,9 @@ impl Shared {
         self.in_app.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn enter_app(&self, index: usize) {
-        self.app_threads[index]
-            .entered
-            .store(self.app_clock(), Ordering::Release);
+    /// Marks app thread `index` inside the application since `entered` (from `app_clock`).
+    fn enter_app(&self, index: usize, entered: u64) {
+        self.app_threads[index].entered.store(entered, Ordering::Release);
         self.in_app.fetch_add(1, Ordering::SeqCst);
         if self.watcher_deep.load(Ordering::SeqCst) {
             let _idle = self.idle.lock();
