@@ -78,6 +78,20 @@ pub fn thread_ident() -> u64 {
     id as u64
 }
 
+/// Seconds since the Unix epoch on the kernel's coarse wall clock (`CLOCK_REALTIME_COARSE`): the `Date` header
+/// needs whole seconds, and this read is several times cheaper than `SystemTime::now()` (it lags by at most one
+/// timer tick).
+#[must_use]
+pub fn coarse_unix_seconds() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write into; this clock id exists on every supported kernel.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &raw mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0)
+}
+
 /// Time on the kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`): the timestamp of the last timer tick,
 /// read without touching the hardware counter, so several times cheaper than `Instant::now()`. Resolution is one
 /// tick (1-4 ms): enough for timeouts counted in seconds or tens of milliseconds.

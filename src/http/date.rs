@@ -1,7 +1,6 @@
 //! The IMF-fixdate value of the `Date` header (RFC 9110 §5.6.7), formatted once per second per thread.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 const MONTHS: [&str; 12] = [
@@ -14,7 +13,7 @@ thread_local! {
 
 /// Calls `f` with the current date in IMF-fixdate form, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn with_http_date<R>(f: impl FnOnce(&str) -> R) -> R {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = crate::sys::coarse_unix_seconds();
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != now {
