@@ -57,6 +57,23 @@ impl HeadOptions {
 /// Writes the complete response head into `out`.
 /// `status` is the app's status string (`200 OK`); `app_headers` are its serialized `Name: value\r\n` lines.
 pub fn encode_head(out: &mut Vec<u8>, status: &[u8], app_headers: &[u8], options: &HeadOptions) {
+    encode_status_line(out, options.minor_version, status);
+    out.extend_from_slice(app_headers);
+    end_head(out, options);
+}
+
+/// Writes the status line (`HTTP/1.1 200 OK\r\n`): the start of a head that `end_head` completes.
+pub fn encode_status_line(out: &mut Vec<u8>, minor_version: u8, status: &[u8]) {
+    out.extend_from_slice(if minor_version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(status);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Length of the `HTTP/1.x ` prefix `encode_status_line` puts before the status.
+pub const STATUS_OFFSET: usize = 9;
+
+/// Appends the server's own headers and the blank line to a head holding the status line and the app's headers.
+pub fn end_head(out: &mut Vec<u8>, options: &HeadOptions) {
     let HeadOptions {
         minor_version,
         framing,
@@ -64,10 +81,6 @@ pub fn encode_head(out: &mut Vec<u8>, status: &[u8], app_headers: &[u8], options
         add_date,
         add_server,
     } = *options;
-    out.extend_from_slice(if minor_version == 0 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-    out.extend_from_slice(status);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(app_headers);
     if add_server {
         out.extend_from_slice(SERVER_HEADER);
     }

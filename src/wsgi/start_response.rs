@@ -13,7 +13,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::http::request::is_token_byte;
-use crate::http::response::{body_allowed, chunk_size_line, encode_head, Framing, HeadOptions, LAST_CHUNK};
+use crate::http::response::{
+    body_allowed, chunk_size_line, encode_status_line, end_head, Framing, HeadOptions, LAST_CHUNK, STATUS_OFFSET,
+};
 use crate::server::connection::Conn;
 use crate::sys::{sendfile, wait_fd};
 
@@ -28,11 +30,13 @@ pub struct RequestMeta {
     pub keep_alive: bool,
 }
 
-#[derive(Default)]
+/// What `start_response` was given, validated. The head is built in place: the status line and the app's
+/// headers now, the server's headers and the blank line once the framing is known.
 struct Prepared {
-    status: Vec<u8>,
+    head: Vec<u8>,
+    /// Where the status (`200 OK`) ends in `head`; it starts at `STATUS_OFFSET`.
+    status_end: usize,
     code: u16,
-    headers: Vec<u8>,
     app_length: Option<u64>,
     app_close: bool,
     has_date: bool,
@@ -53,7 +57,6 @@ struct Sent {
 struct ResponseState {
     prepared: Option<Prepared>,
     sent: Option<Sent>,
-    head: Vec<u8>,
 }
 
 /// Why a response could not be (fully) sent.
@@ -89,10 +92,9 @@ impl StartResponse {
     /// The status the app chose (if any) and the body bytes sent, for the access log.
     pub fn summary(&self) -> (String, u64) {
         let state = self.state.lock();
-        let status = state
-            .prepared
-            .as_ref()
-            .map_or_else(String::new, |p| String::from_utf8_lossy(&p.status).into_owned());
+        let status = state.prepared.as_ref().map_or_else(String::new, |p| {
+            String::from_utf8_lossy(&p.head[STATUS_OFFSET..p.status_end]).into_owned()
+        });
         (status, state.sent.map_or(0, |s| s.body_bytes))
     }
 
@@ -105,7 +107,7 @@ impl StartResponse {
     /// Decides the framing and serializes the head into `state.head`. `body_len` is the whole body's length
     /// when the server knows it (a list, a last chunk, a file).
     fn prepare_head(&self, state: &mut ResponseState, body_len: Option<u64>) -> Result<(), SendError> {
-        let prepared = state.prepared.as_ref().ok_or(SendError::NoStatus)?;
+        let prepared = state.prepared.as_mut().ok_or(SendError::NoStatus)?;
         let framing = if !body_allowed(prepared.code, self.request.is_head) {
             Framing::NoBody
         } else if let Some(len) = prepared.app_length {
@@ -131,9 +133,7 @@ impl StartResponse {
         self.conn
             .response_started
             .store(true, std::sync::atomic::Ordering::Release);
-        state.head.clear();
-        state.head.reserve(prepared.status.len() + prepared.headers.len() + 128);
-        encode_head(&mut state.head, &prepared.status, &prepared.headers, &options);
+        end_head(&mut prepared.head, &options);
         state.sent = Some(Sent {
             framing,
             keep_alive,
@@ -172,7 +172,7 @@ impl StartResponse {
             let total: usize = chunks.iter().map(|c| c.len()).sum();
             self.prepare_head(state, last.then_some(total as u64))?;
         }
-        let Some(sent) = state.sent.as_mut() else {
+        let (Some(sent), Some(prepared)) = (state.sent.as_mut(), state.prepared.as_ref()) else {
             return Err(SendError::NoStatus);
         };
         // Chunk size lines are built first so the slices below can borrow them.
@@ -186,7 +186,7 @@ impl StartResponse {
         }
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunks.len() * 3 + 2);
         if head_now {
-            slices.push(IoSlice::new(&state.head));
+            slices.push(IoSlice::new(&prepared.head));
         }
         let mut body_total = 0u64;
         match sent.framing {
@@ -254,8 +254,9 @@ impl StartResponse {
         let state = &mut *state;
         if state.sent.is_none() {
             self.prepare_head(state, Some(length))?;
+            let head = state.prepared.as_ref().map_or(&[][..], |p| &p.head);
             let mut io = self.conn.io.lock();
-            io.write_all_vectored(&mut [IoSlice::new(&state.head)], &mut |fd| {
+            io.write_all_vectored(&mut [IoSlice::new(head)], &mut |fd| {
                 py.detach(|| wait_fd(fd, true, self.send_timeout))
             })
             .map_err(SendError::Io)?;
@@ -334,6 +335,10 @@ fn parse_status(status: &str) -> Result<u16, PyErr> {
 
 /// Encodes a header value as latin-1, refusing CR, LF and NUL (response splitting).
 fn encode_value(value: &str, out: &mut Vec<u8>) -> Result<(), PyErr> {
+    if value.is_ascii() && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        out.extend_from_slice(value.as_bytes());
+        return Ok(());
+    }
     for ch in value.chars() {
         let code = u32::from(ch);
         if code > 0xff {
@@ -374,17 +379,23 @@ fn special_header(name: &str) -> Special {
     }
 }
 
-fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Prepared> {
+fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>, minor_version: u8) -> PyResult<Prepared> {
     let status = status
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err("status must be a str"))?
         .to_str()?;
     let code = parse_status(status)?;
+    // Room for the app's headers (about 64 bytes each) and the server's (about 128).
+    let mut head = Vec::with_capacity(STATUS_OFFSET + status.len() + 64 * headers.len().unwrap_or(4) + 160);
+    encode_status_line(&mut head, minor_version, status.as_bytes());
     let mut prepared = Prepared {
-        headers: Vec::with_capacity(64 * headers.len().unwrap_or(4)),
-        status: status.as_bytes().to_vec(),
+        status_end: head.len() - 2,
+        head,
         code,
-        ..Prepared::default()
+        app_length: None,
+        app_close: false,
+        has_date: false,
+        has_server: false,
     };
     let list = headers
         .cast::<PyList>()
@@ -436,10 +447,10 @@ fn prepare(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Pr
             Special::Server => prepared.has_server = true,
             Special::None => {}
         }
-        prepared.headers.extend_from_slice(name.as_bytes());
-        prepared.headers.extend_from_slice(b": ");
-        encode_value(value, &mut prepared.headers)?;
-        prepared.headers.extend_from_slice(b"\r\n");
+        prepared.head.extend_from_slice(name.as_bytes());
+        prepared.head.extend_from_slice(b": ");
+        encode_value(value, &mut prepared.head)?;
+        prepared.head.extend_from_slice(b"\r\n");
     }
     Ok(prepared)
 }
@@ -466,7 +477,7 @@ impl StartResponse {
             ));
         }
         // Validate before taking the lock: reading the headers may run Python code.
-        let prepared = prepare(status, headers)?;
+        let prepared = prepare(status, headers, this.request.minor_version)?;
         this.state.lock().prepared = Some(prepared);
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
