@@ -246,13 +246,20 @@ pub fn percent_decode(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 /// # Errors
 /// Python allocation failures.
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
-    if bytes.is_ascii() {
-        // SAFETY: ASCII bytes are valid UTF-8.
-        let text = unsafe { std::str::from_utf8_unchecked(bytes) };
-        return Ok(PyString::new(py, text));
-    }
     let len =
         ffi::Py_ssize_t::try_from(bytes.len()).map_err(|_| pyo3::exceptions::PyOverflowError::new_err("too long"))?;
+    if bytes.is_ascii() {
+        // Most of a request head is ASCII: copied straight into a new ASCII string, with no decoding pass.
+        // SAFETY: PyUnicode_New(len, 127) returns a compact ASCII string with room for `len` bytes (or null on
+        // failure, reported below); it is filled with ASCII before any Python code can see it.
+        unsafe {
+            let obj = ffi::PyUnicode_New(len, 127);
+            if !obj.is_null() {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), ffi::PyUnicode_1BYTE_DATA(obj), bytes.len());
+            }
+            return Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked());
+        }
+    }
     // SAFETY: the pointer and length describe `bytes`, which outlives the call; latin-1 decoding cannot fail
     // except on allocation, which the returned null reports.
     unsafe {
