@@ -277,6 +277,12 @@ fn send_plain(conn: &Arc<Conn>, minor_version: u8, status: &str, body: &str) {
 fn respond(py: Python<'_>, start_response: &StartResponse, result: &Bound<'_, PyAny>) -> Result<bool, Failure> {
     // Fast path: a list or tuple is known whole, so it leaves in one write with a computed length.
     let items = if let Ok(list) = result.cast_exact::<PyList>() {
+        if list.len() == 1 {
+            // The most common answer: one bytes object, sent with the head in one write.
+            let item = list.get_item(0)?;
+            start_response.send(py, &[as_bytes(&item)?.as_bytes()], true)?;
+            return Ok(start_response.finish(py)?);
+        }
         Some(list.iter().collect::<Vec<_>>())
     } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
         Some(tuple.iter().collect::<Vec<_>>())
@@ -284,11 +290,6 @@ fn respond(py: Python<'_>, start_response: &StartResponse, result: &Bound<'_, Py
         None
     };
     if let Some(items) = items {
-        if let [item] = items.as_slice() {
-            // The most common answer: one bytes object, sent with the head in one write.
-            start_response.send(py, &[as_bytes(item)?.as_bytes()], true)?;
-            return Ok(start_response.finish(py)?);
-        }
         let chunks = items.iter().map(as_bytes).collect::<Result<Vec<_>, _>>()?;
         let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
         start_response.send(py, &slices, true)?;
