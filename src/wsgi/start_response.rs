@@ -175,18 +175,23 @@ impl StartResponse {
         let (Some(sent), Some(prepared)) = (state.sent.as_mut(), state.prepared.as_ref()) else {
             return Err(SendError::NoStatus);
         };
-        // Chunk size lines are built first so the slices below can borrow them.
-        let mut size_lines = Vec::new();
-        let mut line_ends = Vec::new();
-        if sent.framing == Framing::Chunked {
-            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
-                size_lines.extend_from_slice(chunk_size_line(chunk.len(), &mut [0; 18]));
-                line_ends.push(size_lines.len());
-            }
+        // Chunk size lines are built first so the pieces below can borrow them; a few fit on the stack.
+        let chunked = sent.framing == Framing::Chunked;
+        let size_line_count = if chunked { chunks.len() } else { 0 };
+        let mut inline_lines = [([0u8; 18], 0usize); INLINE_PIECES];
+        let mut spilled_lines = Vec::new();
+        let size_lines: &mut [([u8; 18], usize)] = if size_line_count <= INLINE_PIECES {
+            &mut inline_lines[..size_line_count]
+        } else {
+            spilled_lines.resize(size_line_count, ([0u8; 18], 0));
+            &mut spilled_lines
+        };
+        for ((line, start), chunk) in size_lines.iter_mut().zip(chunks) {
+            *start = 18 - chunk_size_line(chunk.len(), line).len();
         }
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunks.len() * 3 + 2);
+        let mut slices = Pieces::default();
         if head_now {
-            slices.push(IoSlice::new(&prepared.head));
+            slices.push(&prepared.head);
         }
         let mut body_total = 0u64;
         match sent.framing {
@@ -196,36 +201,38 @@ impl StartResponse {
                 for chunk in chunks {
                     // Never send more than the app's Content-Length (RFC 9112 §6.2).
                     let take = usize::try_from(room).map_or(chunk.len(), |r| r.min(chunk.len()));
-                    slices.push(IoSlice::new(&chunk[..take]));
+                    slices.push(&chunk[..take]);
                     room -= take as u64;
                     body_total += take as u64;
                 }
             }
             Framing::Chunked => {
-                let mut line_start = 0;
-                for (chunk, &line_end) in chunks.iter().filter(|c| !c.is_empty()).zip(&line_ends) {
-                    slices.push(IoSlice::new(&size_lines[line_start..line_end]));
-                    slices.push(IoSlice::new(chunk));
-                    slices.push(IoSlice::new(b"\r\n"));
+                for (chunk, (line, start)) in chunks.iter().zip(size_lines.iter()) {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    slices.push(&line[*start..]);
+                    slices.push(chunk);
+                    slices.push(b"\r\n");
                     body_total += chunk.len() as u64;
-                    line_start = line_end;
                 }
                 if last && !sent.terminated {
-                    slices.push(IoSlice::new(LAST_CHUNK));
+                    slices.push(LAST_CHUNK);
                     sent.terminated = true;
                 }
             }
             Framing::KnownLength(_) | Framing::UntilClose => {
                 for chunk in chunks {
-                    slices.push(IoSlice::new(chunk));
+                    slices.push(chunk);
                     body_total += chunk.len() as u64;
                 }
             }
         }
+        let slices = slices.as_mut_slice();
         sent.body_bytes += body_total;
         let complete = matches!(sent.framing, Framing::AppLength(len) if sent.body_bytes >= len);
         let mut io = self.conn.io.lock();
-        if may_stage && !complete && io.stage(&slices) {
+        if may_stage && !complete && io.stage(slices) {
             self.conn.streaming.store(true, std::sync::atomic::Ordering::Release);
             self.conn.note_progress();
             return Ok(complete);
@@ -234,9 +241,9 @@ impl StartResponse {
             let mut wait = |fd| py.detach(|| wait_fd(fd, true, self.send_timeout));
             // The end of a response may be parked for the poller, so a slow reader holds no app thread.
             let written = if last {
-                io.write_or_park(&mut slices, &mut wait)
+                io.write_or_park(slices, &mut wait)
             } else {
-                io.write_all_vectored(&mut slices, &mut wait)
+                io.write_all_vectored(slices, &mut wait)
             };
             written.map_err(SendError::Io)?;
             self.conn.note_progress();
@@ -315,6 +322,48 @@ impl StartResponse {
         let complete = matches!(sent.framing, Framing::KnownLength(len) if sent.body_bytes == len)
             || !matches!(sent.framing, Framing::KnownLength(_));
         Ok(sent.keep_alive && length_kept && complete && self.input.get().body_complete())
+    }
+}
+
+/// Pieces of one write kept on the stack: a head, a block and its chunk framing need no allocation.
+const INLINE_PIECES: usize = 8;
+
+/// The slices of one write: on the stack up to `INLINE_PIECES`, on the heap past that.
+struct Pieces<'a> {
+    inline: [IoSlice<'a>; INLINE_PIECES],
+    len: usize,
+    spilled: Vec<IoSlice<'a>>,
+}
+
+impl Default for Pieces<'_> {
+    fn default() -> Self {
+        Pieces {
+            inline: [IoSlice::new(&[]); INLINE_PIECES],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+}
+
+impl<'a> Pieces<'a> {
+    fn push(&mut self, piece: &'a [u8]) {
+        if self.spilled.is_empty() && self.len < INLINE_PIECES {
+            self.inline[self.len] = IoSlice::new(piece);
+            self.len += 1;
+            return;
+        }
+        if self.spilled.is_empty() {
+            self.spilled.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.spilled.push(IoSlice::new(piece));
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [IoSlice<'a>] {
+        if self.spilled.is_empty() {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.spilled
+        }
     }
 }
 
