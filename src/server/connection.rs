@@ -123,6 +123,9 @@ pub const OUT_BUFFER: usize = 256 * 1024;
 /// Most bytes of a streamed response staged before they are written by the answering thread itself.
 pub const STAGE_LIMIT: usize = 64 * 1024;
 
+/// The first staging reserves this much, so a generator's small blocks do not regrow the buffer one by one.
+const STAGE_START: usize = 8 * 1024;
+
 /// Writes of up to this many bytes in several pieces are joined and sent with one send(2): for a small response
 /// that costs less, in the kernel, than writev(2) and its iovec.
 const SMALL_WRITE: usize = 1024;
@@ -226,6 +229,10 @@ impl ConnIo {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if self.out.len() + len > STAGE_LIMIT {
             return false;
+        }
+        // Room for a few more blocks at once rather than growing by doubling from the first one.
+        if self.out.capacity() == 0 {
+            self.out.reserve(len.max(STAGE_START));
         }
         for buf in bufs {
             self.out.extend_from_slice(buf);
