@@ -12,7 +12,6 @@ Adding an option: add a field below with `setting(...)`; if Rust needs it, add i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import math
 import os
@@ -687,6 +686,8 @@ class Config:
             names = [spec.name for spec in specs]
             for key in file.values:
                 if key not in names:
+                    import difflib  # only to suggest a name for a mistyped setting
+
                     close = difflib.get_close_matches(key, names, n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ''
                     raise ConfigError(f'{file.path}: unknown setting {key!r}{hint}')

@@ -6,11 +6,9 @@ systemd socket activation (`LISTEN_FDS`), the `--pid` file and the Linux parent-
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
 import sys
-import tempfile
 
 from .errors import RustwsgiError
 
@@ -63,6 +61,8 @@ class PidFile:
 
     def write(self) -> None:
         """Write the current pid; raises `RustwsgiError` when the file cannot be written."""
+        import tempfile  # only when a pid file is asked for; it pulls in shutil, random and more
+
         self.pid = os.getpid()
         try:
             fd, tmp = tempfile.mkstemp(prefix='.rustwsgi-pid-', dir=os.path.dirname(self.path))
@@ -94,6 +94,8 @@ def set_parent_death_signal(signum: int) -> None:
     """Ask Linux to send `signum` to this process when its parent exits (prctl PR_SET_PDEATHSIG); no-op elsewhere."""
     if not sys.platform.startswith('linux'):
         return
+    import ctypes  # only on Linux, and only in processes that ask for it
+
     try:
         # dlopen(NULL): the C library the interpreter is linked with.
         libc = ctypes.CDLL(None, use_errno=True)
