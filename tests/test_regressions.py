@@ -72,3 +72,21 @@ def test_keep_alive_requests_to_one_busy_thread_are_all_answered(serve):
                 assert chunk, f'connection closed at request {i}: {response!r}'
                 response += chunk
             assert response.startswith(b'HTTP/1.1 200 OK\r\n'), response[:80]
+
+
+def test_a_block_staged_before_the_app_fails_still_reaches_the_client(serve):
+    """A small block an iterable yields is staged; when the iterable then raises, the response is cut there, but
+    the block must still be sent before the connection closes. Before the fix it was sent only if the watcher
+    happened to flush it first; otherwise the client got nothing and the connection stayed open. Many fresh
+    connections make that race show."""
+    served = serve('regress:block_then_raise', '--threads', '1')
+    for attempt in range(40):
+        with socket.create_connection(('127.0.0.1', served.port), timeout=10) as sock:
+            sock.sendall(b'GET / HTTP/1.1\r\nHost: t\r\n\r\n')
+            received = b''
+            while chunk := sock.recv(65536):
+                received += chunk
+        assert received.startswith(b'HTTP/1.1 200 OK\r\n'), (attempt, received[:80])
+        assert b'first block\n' in received, (attempt, received[-80:])
+        # The failure cut the chunked body short: no last chunk, so the client cannot take it for complete.
+        assert not received.endswith(b'0\r\n\r\n'), (attempt, received[-20:])

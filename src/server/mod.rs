@@ -1112,7 +1112,9 @@ impl Shared {
             }
             if outcome == Outcome::Close || self.aborted.load(Ordering::Acquire) {
                 let mut io = conn.io.lock();
-                if io.has_pending_output() {
+                // Output still held here may be staged blocks no write has tried yet, so no writable edge would
+                // come for them: send now, and leave the rest to the poller only once the socket is full.
+                if matches!(io.flush_pending(), Ok(false)) {
                     io.close_after_flush = true;
                 } else {
                     io.begin_close();

@@ -24,3 +24,11 @@ def input_read_by_another_thread(environ, start_response):
         yield b'read %d bytes\n' % len(result[0]) if result else b'reader still waiting\n'
 
     return body()
+
+
+def block_then_raise(environ, start_response):
+    """Yields one small block and raises at once: the block may still be staged, not yet written, when the
+    request fails."""
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    yield b'first block\n'
+    raise LookupError('failed after the first block')
