@@ -83,13 +83,7 @@ pub fn thread_ident() -> u64 {
 /// timer tick).
 #[must_use]
 pub fn coarse_unix_seconds() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid timespec to write into; this clock id exists on every supported kernel.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &raw mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    u64::try_from(ts.tv_sec).unwrap_or(0)
+    coarse_clock(libc::CLOCK_REALTIME_COARSE).as_secs()
 }
 
 /// Time on the kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`): the timestamp of the last timer tick,
@@ -97,9 +91,14 @@ pub fn coarse_unix_seconds() -> u64 {
 /// tick (1-4 ms): enough for timeouts counted in seconds or tens of milliseconds.
 #[must_use]
 pub fn coarse_now() -> Duration {
+    coarse_clock(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// Reads one of the kernel's coarse clocks; zero if it cannot be read.
+fn coarse_clock(id: libc::clockid_t) -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid timespec to write into; this clock id exists on every supported kernel.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
+    // SAFETY: `ts` is a valid timespec to write into; both coarse clock ids exist on every supported kernel.
+    let rc = unsafe { libc::clock_gettime(id, &raw mut ts) };
     if rc != 0 {
         return Duration::ZERO;
     }

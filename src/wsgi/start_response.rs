@@ -104,8 +104,8 @@ impl StartResponse {
         self.state.lock().sent.is_some()
     }
 
-    /// Decides the framing and serializes the head into `state.head`. `body_len` is the whole body's length
-    /// when the server knows it (a list, a last chunk, a file).
+    /// Decides the framing and completes the prepared head with the server's headers. `body_len` is the whole
+    /// body's length when the server knows it (a list, a last chunk, a file).
     fn prepare_head(&self, state: &mut ResponseState, body_len: Option<u64>) -> Result<(), SendError> {
         let prepared = state.prepared.as_mut().ok_or(SendError::NoStatus)?;
         let framing = if !body_allowed(prepared.code, self.request.is_head) {
