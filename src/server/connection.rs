@@ -130,6 +130,48 @@ const STAGE_START: usize = 8 * 1024;
 /// that costs less, in the kernel, than writev(2) and its iovec.
 const SMALL_WRITE: usize = 1024;
 
+/// Pieces of one write kept on the stack: a response head, a block and its chunk framing need no allocation.
+pub const INLINE_PIECES: usize = 8;
+
+/// The slices of one write: on the stack up to `INLINE_PIECES`, on the heap past that.
+pub struct Pieces<'a> {
+    inline: [IoSlice<'a>; INLINE_PIECES],
+    len: usize,
+    spilled: Vec<IoSlice<'a>>,
+}
+
+impl Default for Pieces<'_> {
+    fn default() -> Self {
+        Pieces {
+            inline: [IoSlice::new(&[]); INLINE_PIECES],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+}
+
+impl<'a> Pieces<'a> {
+    pub fn push(&mut self, piece: &'a [u8]) {
+        if self.spilled.is_empty() && self.len < INLINE_PIECES {
+            self.inline[self.len] = IoSlice::new(piece);
+            self.len += 1;
+            return;
+        }
+        if self.spilled.is_empty() {
+            self.spilled.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.spilled.push(IoSlice::new(piece));
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [IoSlice<'a>] {
+        if self.spilled.is_empty() {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.spilled
+        }
+    }
+}
+
 /// Result of one read attempt.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadStatus {
@@ -249,10 +291,12 @@ impl ConnIo {
         // Staged bytes go first, in the same write.
         if !self.out.is_empty() {
             let staged = std::mem::take(&mut self.out);
-            let mut all = Vec::with_capacity(bufs.len() + 1);
-            all.push(IoSlice::new(&staged));
-            all.extend(bufs.iter().map(|b| IoSlice::new(b)));
-            return self.write_slices(&mut all, wait, park);
+            let mut all = Pieces::default();
+            all.push(&staged);
+            for buf in bufs.iter() {
+                all.push(buf);
+            }
+            return self.write_slices(all.as_mut_slice(), wait, park);
         }
         self.write_slices(bufs, wait, park)
     }

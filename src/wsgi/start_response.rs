@@ -16,7 +16,7 @@ use crate::http::request::is_token_byte;
 use crate::http::response::{
     body_allowed, chunk_size_line, encode_status_line, end_head, Framing, HeadOptions, LAST_CHUNK, STATUS_OFFSET,
 };
-use crate::server::connection::Conn;
+use crate::server::connection::{Conn, Pieces, INLINE_PIECES};
 use crate::sys::{sendfile, wait_fd};
 
 use super::input::Input;
@@ -322,48 +322,6 @@ impl StartResponse {
         let complete = matches!(sent.framing, Framing::KnownLength(len) if sent.body_bytes == len)
             || !matches!(sent.framing, Framing::KnownLength(_));
         Ok(sent.keep_alive && length_kept && complete && self.input.get().body_complete())
-    }
-}
-
-/// Pieces of one write kept on the stack: a head, a block and its chunk framing need no allocation.
-const INLINE_PIECES: usize = 8;
-
-/// The slices of one write: on the stack up to `INLINE_PIECES`, on the heap past that.
-struct Pieces<'a> {
-    inline: [IoSlice<'a>; INLINE_PIECES],
-    len: usize,
-    spilled: Vec<IoSlice<'a>>,
-}
-
-impl Default for Pieces<'_> {
-    fn default() -> Self {
-        Pieces {
-            inline: [IoSlice::new(&[]); INLINE_PIECES],
-            len: 0,
-            spilled: Vec::new(),
-        }
-    }
-}
-
-impl<'a> Pieces<'a> {
-    fn push(&mut self, piece: &'a [u8]) {
-        if self.spilled.is_empty() && self.len < INLINE_PIECES {
-            self.inline[self.len] = IoSlice::new(piece);
-            self.len += 1;
-            return;
-        }
-        if self.spilled.is_empty() {
-            self.spilled.extend_from_slice(&self.inline[..self.len]);
-        }
-        self.spilled.push(IoSlice::new(piece));
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [IoSlice<'a>] {
-        if self.spilled.is_empty() {
-            &mut self.inline[..self.len]
-        } else {
-            &mut self.spilled
-        }
     }
 }
 
