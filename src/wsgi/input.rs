@@ -147,9 +147,6 @@ impl Input {
     pub fn streaming(conn: Arc<Conn>, decoder: BodyDecoder, pace: BodyPace) -> Self {
         Input {
             state: Mutex::new(InputState {
-                whole: None,
-                data: Vec::new(),
-                pos: 0,
                 source: Some(Source {
                     conn,
                     decoder,
@@ -157,7 +154,7 @@ impl Input {
                     waited: Duration::ZERO,
                     received: 0,
                 }),
-                fault: None,
+                ..InputState::default()
             }),
             empty: false,
         }
