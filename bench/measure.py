@@ -17,13 +17,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from registry import Scenario
+from registry import APP_LOOP, Scenario
 
 BENCH = Path(__file__).resolve().parent
 LUA = BENCH / 'bench.lua'
@@ -569,4 +570,47 @@ def measure(name: str, argv_for: Callable[[int], list[str]], sc: Scenario, conc:
     rec['ok'] = (
         bool(rec.get('rps')) and rec.get('probe', {}).get('ok', False) and not any(i.startswith(FATAL) for i in issues)
     )
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The application alone
+# ----------------------------------------------------------------------------------------------------------------
+def app_loop(sc: Scenario, rep: int, opts: Opts) -> dict:
+    """The scenario's app called in a loop on the server's core, with no server: the framework's own rate."""
+    rec: dict[str, Any] = {
+        'ts': dt.datetime.now().isoformat(timespec='seconds'),
+        'server': APP_LOOP,
+        'scenario': sc.name,
+        'rep': rep,
+        'duration_s': opts.duration,
+    }
+    rec.update(quiet_gate(opts.max_wait))
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(BENCH), env.get('PYTHONPATH')]))
+    argv = [sys.executable, str(BENCH / 'apploop.py'), sc.target, sc.path, '--seconds', str(opts.duration)]
+    rec['cmd'] = ' '.join(argv)
+    meter = ForeignMeter()
+    meter.update(scan_procs(), set())
+    t0 = time.monotonic()
+    done = subprocess.run(  # noqa: S603 - argv built above
+        ['taskset', '-c', str(SERVER_CPU), *argv],  # noqa: S607
+        cwd=BENCH,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=opts.duration + opts.start_timeout,
+        check=False,
+    )
+    elapsed = time.monotonic() - t0
+    meter.update(scan_procs(), {os.getpid()})
+    rec['foreign_cpu_pct'] = round(100 * meter.ticks() / CLK_TCK / elapsed, 1)
+    rec['noisy'] = rec['foreign_cpu_pct'] > NOISY_PCT
+    line = next((x for x in done.stdout.splitlines() if x.startswith('APPLOOP ')), None)
+    if done.returncode != 0 or line is None:
+        rec.update(ok=False, issues=[f'app loop failed (exit {done.returncode}): {done.stderr.strip()[-300:]}'])
+        return rec
+    figures = json.loads(line[len('APPLOOP ') :])
+    rec.update(ok=True, issues=[], rps=figures['rps'], cpu_us_per_req=figures['cpu_us_per_call'])
+    rec['calls'] = figures['calls']
     return rec

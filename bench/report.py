@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry import SCENARIOS, SUBJECT
+from registry import APP_LOOP, SCENARIOS, SUBJECT
 
 # metric key -> (label, unit, higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
@@ -24,6 +24,8 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     'us_req': ('server CPU time per response', 'µs', False),
 }
 SCENARIO_TITLES = {s.name: s.title for s in SCENARIOS}
+# Scenarios whose req/s target is set against the app alone (issue 4); hello's is CPU per response instead.
+LOOP_TARGETS = ('flask', 'django')
 
 
 def _median(xs: list[Any]) -> float | None:
@@ -69,6 +71,47 @@ def order_of(records: list[dict], key: str) -> list[str]:
         if r[key] not in seen:
             seen.append(r[key])
     return seen
+
+
+def servers_of(records: list[dict]) -> list[str]:
+    """The servers measured, in first-seen order (the app loop is no server)."""
+    return [s for s in order_of(records, 'server') if s != APP_LOOP]
+
+
+def app_loop_table(agg: dict, scenarios: list[str], servers: list[str]) -> list[str]:
+    """rustwsgi and the best peer against the app's own rate in a loop with no server (the framework's limit).
+
+    The issue's target for the framework apps: req/s at least the lower of 1.1x the best peer and 0.95x the loop."""
+    rows = [sc for sc in scenarios if (APP_LOOP, sc) in agg]
+    if not rows:
+        return []
+    lines = [
+        '## Against the app alone',
+        '',
+        'The app called in a loop on the server core with no server and no socket (`bench/apploop.py`): a '
+        'fresh environ and empty `wsgi.input` a call, the body iterated and closed. Target for the framework apps '
+        '(issue 4): req/s ≥ min(1.1 x best peer, 0.95 x app loop).',
+        '',
+        '| scenario | app loop req/s | app loop CPU µs/call | rustwsgi req/s | rustwsgi ÷ loop | best peer ÷ loop '
+        '| target req/s | met |',
+        '|---|---:|---:|---:|---:|---:|---:|---|',
+    ]
+    for sc in rows:
+        loop = agg[(APP_LOOP, sc)]
+        mine = (agg.get((SUBJECT, sc)) or {}).get('rps')
+        ref = best_peer(agg, sc, 'rps', servers)
+        if not loop['rps']:
+            lines.append(f'| {sc} | FAIL | - | - | - | - | - | - |')
+            continue
+        target = (min(1.1 * ref[1], 0.95 * loop['rps']) if ref else 0.95 * loop['rps']) if sc in LOOP_TARGETS else None
+        met = '-' if mine is None or target is None else ('yes' if mine >= target else 'no')
+        lines.append(
+            f'| {sc} | {_fmt(loop["rps"])} | {_fmt(loop["us_req"], "{:.1f}")} | {_fmt(mine)} '
+            f'| {_fmt(mine and mine / loop["rps"], "{:.2f}")} '
+            f'| {_fmt(ref[1] / loop["rps"], "{:.2f}") if ref else "-"} ({ref[0] if ref else "-"}) '
+            f'| {_fmt(target)} | {met} |'
+        )
+    return [*lines, '']
 
 
 def best_peer(agg: dict, scenario: str, metric: str, servers: list[str]) -> tuple[str, float] | None:
@@ -205,7 +248,7 @@ def noisy_cells(records: list[dict]) -> int:
 def render_markdown(records: list[dict], meta: dict[str, Any]) -> str:
     """The whole report."""
     agg = summarize(records)
-    servers = order_of(records, 'server')
+    servers = servers_of(records)
     scenarios = order_of(records, 'scenario')
     measured = [r for r in records if not r.get('skipped')]
     noisy = sum(1 for r in measured if r.get('noisy'))
@@ -225,6 +268,7 @@ def render_markdown(records: list[dict], meta: dict[str, Any]) -> str:
         *[f'![{m}]({m}.png)' for m in ('rps', 'latency', 'cpu', 'rss', 'ratios')],
         '',
         *summary_table(agg, scenarios, servers),
+        *app_loop_table(agg, scenarios, servers),
         '## Per scenario',
         '',
     ]
@@ -304,7 +348,7 @@ def write_charts(records: list[dict], meta: dict[str, Any], outdir: Path) -> lis
     import matplotlib.pyplot as plt
 
     agg = summarize(records)
-    servers = order_of(records, 'server')
+    servers = servers_of(records)
     scenarios = order_of(records, 'scenario')
     subtitle = f'{meta.get("run_id", "")} · {meta.get("cpu", "")} · server on 1 core, wrk -c{meta.get("conc")}'
     if meta.get('quick') or noisy_cells(records):

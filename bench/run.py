@@ -156,11 +156,14 @@ def machine_info(a: argparse.Namespace, settings: dict[str, Any], run_id: str) -
 # The matrix
 # ----------------------------------------------------------------------------------------------------------------
 def plan(scenarios: list[Any], servers: list[Any], reps: int) -> list[tuple[int, Any, Any]]:
-    """(rep, scenario, server) in run order: repetition outermost, servers A..Z then Z..A on alternate cells."""
+    """(rep, scenario, server) in run order: repetition outermost, servers A..Z then Z..A on alternate cells.
+
+    A scenario with an app loop has one more member in its cell, ``None``: the app called with no server."""
     jobs = []
     for rep in range(reps):
         for i, sc in enumerate(scenarios):
-            order = servers if (rep + i) % 2 == 0 else servers[::-1]
+            members = [*servers, None] if sc.app_loop else servers
+            order = members if (rep + i) % 2 == 0 else members[::-1]
             jobs += [(rep, sc, s) for s in order]
     return jobs
 
@@ -215,7 +218,9 @@ def measure_all(a: argparse.Namespace) -> Path:
     with (run_dir / 'records.jsonl').open('w') as out:
         for i, (rep, sc, srv) in enumerate(jobs, 1):
             for attempt in range(1 + settings['retries']):
-                if sc.workers > 1 and srv.no_workers:
+                if srv is None:
+                    rec = measure.app_loop(sc, rep, opts)
+                elif sc.workers > 1 and srv.no_workers:
                     rec = {'server': srv.name, 'scenario': sc.name, 'rep': rep, 'skipped': srv.no_workers}
                 else:
                     argv_for = functools.partial(srv.argv, sys.executable, sc.target, workers=sc.workers)
@@ -228,7 +233,9 @@ def measure_all(a: argparse.Namespace) -> Path:
                     break
     path = report.write_report(run_dir)
     records, _ = report.load(run_dir)
-    print('\n' + '\n'.join(report.summary_table(report.summarize(records), [s.name for s in scenarios], names)))
+    agg, scenario_names = report.summarize(records), [s.name for s in scenarios]
+    print('\n' + '\n'.join(report.summary_table(agg, scenario_names, names)))
+    print('\n'.join(report.app_loop_table(agg, scenario_names, names)))
     print(f'wrote {path} and charts ({(time.monotonic() - t0) / 60:.1f} min)')
     return run_dir
 
