@@ -51,28 +51,21 @@ impl Stream {
     }
 }
 
+// Reads and writes go straight to the socket (see `sys::recv`); mio's streams are kept for registration,
+// shutdown and closing.
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
+        crate::sys::recv(self.raw_fd(), buf)
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
+        crate::sys::send(self.raw_fd(), buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
-        }
+        crate::sys::send_vectored(self.raw_fd(), bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
