@@ -307,13 +307,13 @@ impl StartResponse {
     /// # Errors
     /// As `send`.
     pub fn finish(&self, py: Python<'_>) -> Result<bool, SendError> {
-        let sent = self.state.lock().sent;
+        let mut sent = self.state.lock().sent;
         let staged = self.conn.streaming.load(std::sync::atomic::Ordering::Acquire);
         if staged || sent.is_none_or(|s| s.framing == Framing::Chunked && !s.terminated) {
             self.send(py, &[], true)?;
+            sent = self.state.lock().sent;
         }
-        let state = self.state.lock();
-        let Some(sent) = state.sent else { return Ok(false) };
+        let Some(sent) = sent else { return Ok(false) };
         let length_kept = match sent.framing {
             // A response shorter than its Content-Length leaves the client waiting: close to end it.
             Framing::AppLength(len) => sent.body_bytes == len,
@@ -478,14 +478,18 @@ impl StartResponse {
                 // PEP 3333: too late to change the response; re-raise the app's error.
                 return Err(PyErr::from_value(exc_info.get_item(1)?));
             }
-        } else if this.state.lock().prepared.is_some() {
-            return Err(PyRuntimeError::new_err(
-                "start_response() called again without exc_info",
-            ));
         }
         // Validate before taking the lock: reading the headers may run Python code.
         let prepared = prepare(status, headers, this.request.minor_version)?;
-        this.state.lock().prepared = Some(prepared);
+        {
+            let mut state = this.state.lock();
+            if exc_info.is_none() && state.prepared.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "start_response() called again without exc_info",
+                ));
+            }
+            state.prepared = Some(prepared);
+        }
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
