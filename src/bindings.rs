@@ -14,7 +14,7 @@ use crate::server::listener::Listener;
 use crate::sys::dup_owned;
 use crate::wsgi::call::App;
 use crate::wsgi::consts::PyConsts;
-use crate::wsgi::environ::EnvironRules;
+use crate::wsgi::environ::{environ_template, EnvironRules};
 use crate::wsgi::WsgiHandler;
 
 #[pyclass(frozen, module = "rustwsgi._rustwsgi", name = "Server")]
@@ -34,12 +34,13 @@ impl PyServer {
         listeners: Vec<(i32, bool, Bound<'_, PyDict>)>,
         config: ServerConfig,
     ) -> PyResult<Self> {
+        let consts = PyConsts::new(py);
         let mut sockets = Vec::with_capacity(listeners.len());
         let mut templates = Vec::with_capacity(listeners.len());
         for (fd, is_unix, environ) in listeners {
             let owned = dup_owned(fd).map_err(|e| PyOSError::new_err(e.to_string()))?;
             sockets.push(Listener::from_fd(owned, is_unix).map_err(|e| PyOSError::new_err(e.to_string()))?);
-            templates.push(environ.copy()?.unbind());
+            templates.push(environ_template(&consts, &environ)?.unbind());
         }
         let logger = py
             .import("logging")?
@@ -54,7 +55,7 @@ impl PyServer {
             crate::server::Server::new(sockets, config.loop_config()).map_err(|e| PyOSError::new_err(e.to_string()))?;
         let app = App {
             app,
-            consts: PyConsts::new(py),
+            consts,
             templates,
             logger,
             rules,

@@ -24,6 +24,31 @@ pub struct EnvironRules {
     pub root_path: Vec<u8>,
 }
 
+/// The template a listener's environs are copied from: `base` (the listener's constant keys) plus, with empty
+/// values, the keys `build_environ` and the caller set for every request. Each request's copy then replaces
+/// values in a hash table that already has its keys, instead of inserting them and growing the table.
+///
+/// # Errors
+/// Python allocation failures.
+pub fn environ_template<'py>(consts: &PyConsts, base: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let py = base.py();
+    let template = base.copy()?;
+    for key in [
+        &consts.request_method,
+        &consts.path_info,
+        &consts.query_string,
+        &consts.server_protocol,
+        &consts.remote_addr,
+        &consts.remote_port,
+        &consts.wsgi_input,
+    ] {
+        if !template.contains(key.bind(py))? {
+            template.set_item(key.bind(py), consts.empty.bind(py))?;
+        }
+    }
+    Ok(template)
+}
+
 /// Builds the environ for `head`, whose ranges index `buf`. `content_length` overrides the header (set for
 /// bodies the server decoded itself, such as buffered chunked ones).
 ///
