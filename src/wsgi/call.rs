@@ -72,8 +72,10 @@ impl App {
     /// Answers one request. Never raises: failures are logged and answered here.
     pub fn serve(&self, py: Python<'_>, exchange: &mut Exchange, control: &dyn Control) -> Outcome {
         let started = self.access_log.is_some().then(Instant::now);
-        let conn = exchange.conn.clone();
         let body = std::mem::replace(&mut exchange.body, Body::Empty);
+        let exchange = &*exchange;
+        // Borrowed, not cloned: each Arc clone and drop is an atomic update, and this runs for every request.
+        let conn = &exchange.conn;
         let decoded_len = match (&body, exchange.head.body) {
             (Body::Decoded(bytes), BodyKind::Chunked) => Some(bytes.len() as u64),
             _ => None,
@@ -128,7 +130,7 @@ impl App {
             Ok(parts) => parts,
             Err(err) => {
                 self.log_failure(py, None, &Failure::Raised(err));
-                send_plain(&conn, meta.minor_version, INTERNAL_ERROR, INTERNAL_ERROR_BODY);
+                send_plain(conn, meta.minor_version, INTERNAL_ERROR, INTERNAL_ERROR_BODY);
                 return Outcome::Close;
             }
         };
@@ -153,13 +155,13 @@ impl App {
                     // client, if still there, hears why.
                     self.log_client_fault(py, &environ, fault);
                     if let (Some((status, detail)), false) = (fault.answer(), headers_sent) {
-                        send_plain(&conn, meta.minor_version, status, detail);
+                        send_plain(conn, meta.minor_version, status, detail);
                         answered = Some((status, detail));
                     }
                 } else {
                     self.log_failure(py, Some(&environ), &failure);
                     if !matches!(failure, Failure::Io(_)) && !headers_sent {
-                        send_plain(&conn, meta.minor_version, INTERNAL_ERROR, INTERNAL_ERROR_BODY);
+                        send_plain(conn, meta.minor_version, INTERNAL_ERROR, INTERNAL_ERROR_BODY);
                         answered = Some((INTERNAL_ERROR, INTERNAL_ERROR_BODY));
                     }
                 }
