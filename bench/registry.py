@@ -58,6 +58,8 @@ class Scenario:
     # True: each repetition also times the app called in a loop with no server (bench/apploop.py), the
     # framework's own rate that the Flask and Django targets are measured against.
     app_loop: bool = False
+    # wrk connections for this scenario, overriding --conc (the 256-connection latency row).
+    conc: int | None = None
 
 
 SCENARIOS: list[Scenario] = [
@@ -78,6 +80,7 @@ SCENARIOS: list[Scenario] = [
         spread=True,
         expect_body=b'Hello, World',
     ),
+    Scenario('hello-c256', 'apps:hello', 'hello, 256 connections', conc=256, expect_body=b'Hello, World'),
     Scenario('io', 'apps:io_wait', 'waits 1 ms on I/O (time.sleep), 0.1 KiB', expect_substr=b'waited'),
 ]
 

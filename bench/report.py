@@ -232,7 +232,8 @@ def machine_lines(meta: dict[str, Any]) -> list[str]:
         f'- versions: {versions}',
         f'- settings: server pinned to CPU {meta.get("server_cpu")}, `wrk -t1 -c{meta.get("conc")}` pinned to CPU '
         f'{meta.get("client_cpu")}; {meta.get("reps")} repetition(s) of {meta.get("duration")} s after a '
-        f'{meta.get("warmup")} s warm-up, order reversed every other scenario/repetition',
+        f'{meta.get("warmup")} s warm-up, order reversed every other scenario/repetition (`hello-c256`: '
+        '`wrk -c256`)',
     ]
 
 

@@ -224,7 +224,7 @@ def measure_all(a: argparse.Namespace) -> Path:
                     rec = {'server': srv.name, 'scenario': sc.name, 'rep': rep, 'skipped': srv.no_workers}
                 else:
                     argv_for = functools.partial(srv.argv, sys.executable, sc.target, workers=sc.workers)
-                    rec = measure.measure(srv.name, argv_for, sc, a.conc, rep, opts)
+                    rec = measure.measure(srv.name, argv_for, sc, sc.conc or a.conc, rep, opts)
                     rec['attempt'] = attempt
                 out.write(json.dumps(rec) + '\n')
                 out.flush()
