@@ -179,18 +179,24 @@ def check(sc: Scenario, resp: Response) -> str | None:
 
 
 PROBE_ERRORS = (OSError, ProbeError, ValueError)
+PROBE_PAUSE = 0.1  # seconds before the probe's third request
 
 
 def probe(sc: Scenario, port: int) -> dict[str, Any]:
-    """Two identical requests on one connection; for POST scenarios also a chunked request body."""
+    """Two identical requests on one connection, and a third on a new one after a pause (an app can tell then
+    what the server did after the first two, such as calling their close()); for POST scenarios also a chunked
+    request body."""
     res: dict[str, Any] = {}
     req = build_request(port, sc)
     try:
         (r1, _), (r2, reused) = exchange(port, [req, req])
         res.update(status=r1.status, framing=r1.framing, keepalive=reused, server_header=r1.headers.get('server', ''))
-        if r1.headers.get('x-wsgi-issues'):
-            res['wsgi_issues'] = r1.headers['x-wsgi-issues']
-        err = check(sc, r1) or check(sc, r2)
+        time.sleep(PROBE_PAUSE)
+        ((r3, _),) = exchange(port, [req])
+        issues = {r.headers['x-wsgi-issues'] for r in (r1, r2, r3) if r.headers.get('x-wsgi-issues')}
+        if issues:
+            res['wsgi_issues'] = '; '.join(sorted(issues))
+        err = check(sc, r1) or check(sc, r2) or check(sc, r3)
         res['ok'] = err is None
         if err:
             res['error'] = err
