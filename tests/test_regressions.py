@@ -4,6 +4,7 @@ up as a broken second response."""
 from __future__ import annotations
 
 import socket
+import time
 
 
 def read_chunked_response(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
@@ -90,3 +91,26 @@ def test_a_block_staged_before_the_app_fails_still_reaches_the_client(serve):
         assert b'first block\n' in received, (attempt, received[-80:])
         # The failure cut the chunked body short: no last chunk, so the client cannot take it for complete.
         assert not received.endswith(b'0\r\n\r\n'), (attempt, received[-20:])
+
+
+def expected_blocks(n: int, size: int, seed: int) -> bytes:
+    return b''.join(bytes([97 + (i + seed) % 26]) * size for i in range(n))
+
+
+def test_streamed_responses_on_one_connection_reuse_and_release_the_staging_buffer(serve):
+    """Small streamed responses keep their staging buffer for the next response, a large one gives it up, and an
+    idle connection's buffer is freed by the once-a-second sweep: every response still carries exactly its own
+    bytes, in order, across those transitions."""
+    served = serve('regress:blocks')
+    plan = [(4, 1024), (8, 100), (40, 1024), (4, 1024), None, (3, 2000), (4, 1024)]
+    with socket.create_connection(('127.0.0.1', served.port), timeout=10) as sock:
+        leftover = b''
+        for seed, step in enumerate(plan):
+            if step is None:
+                time.sleep(2.2)  # idle past the sweep's one-second threshold
+                continue
+            n, size = step
+            sock.sendall(f'GET /?n={n}&size={size}&seed={seed} HTTP/1.1\r\nHost: t\r\n\r\n'.encode())
+            body, leftover = read_chunked_response(sock, leftover)
+            assert body == expected_blocks(n, size, seed), (seed, len(body))
+        assert leftover == b''

@@ -116,7 +116,9 @@ pub const OUT_BUFFER: usize = 256 * 1024;
 /// Most bytes of a streamed response staged before they are written by the answering thread itself.
 pub const STAGE_LIMIT: usize = 64 * 1024;
 
-/// The first staging reserves this much, so a generator's small blocks do not regrow the buffer one by one.
+/// The first staging reserves this much, so a generator's small blocks do not regrow the buffer one by one. An
+/// emptied buffer of at most this size is kept for the connection's next response (glibc treats an 8 KiB
+/// allocation as a large one and consolidates its small free chunks each time), until the idle sweep frees it.
 const STAGE_START: usize = 8 * 1024;
 
 /// Writes of up to this many bytes in several pieces are joined and sent with one send(2): for a small response
@@ -283,15 +285,37 @@ impl ConnIo {
     ) -> io::Result<()> {
         // Staged bytes go first, in the same write.
         if !self.out.is_empty() {
-            let staged = std::mem::take(&mut self.out);
+            let mut staged = std::mem::take(&mut self.out);
             let mut all = Pieces::default();
             all.push(&staged);
             for buf in bufs.iter() {
                 all.push(buf);
             }
-            return self.write_slices(all.as_mut_slice(), wait, park);
+            let written = self.write_slices(all.as_mut_slice(), wait, park);
+            // Nothing was parked in its place: keep the allocation for the next response.
+            if self.out.is_empty() && staged.capacity() <= STAGE_START {
+                staged.clear();
+                self.out = staged;
+            }
+            return written;
         }
         self.write_slices(bufs, wait, park)
+    }
+
+    /// Empties the output buffer, keeping an allocation small enough to reuse (see `STAGE_START`).
+    fn reset_out(&mut self) {
+        if self.out.capacity() <= STAGE_START {
+            self.out.clear();
+        } else {
+            self.out = Vec::new();
+        }
+    }
+
+    /// Frees the output buffer kept for reuse, for a connection gone idle.
+    pub fn trim_idle(&mut self) {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
     }
 
     fn write_slices(
@@ -365,7 +389,7 @@ impl ConnIo {
                 Err(e) => return Err(e),
             }
         }
-        self.out = Vec::new();
+        self.reset_out();
         Ok(true)
     }
 

@@ -802,6 +802,10 @@ impl Shared {
             if expired {
                 self.close(&conn, &mut io);
             } else {
+                if age >= 1 && io.data().is_empty() {
+                    // Idle for a second or more: it no longer needs the output buffer kept for its next response.
+                    io.trim_idle();
+                }
                 drop(io);
                 if !conn.release() {
                     self.drive_and_queue(&conn);

@@ -32,3 +32,13 @@ def block_then_raise(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
     yield b'first block\n'
     raise LookupError('failed after the first block')
+
+
+def blocks(environ, start_response):
+    """Yields `n` blocks of `size` bytes (query `n=..&size=..&seed=..`), block i filled with one letter picked by
+    i and the seed, so that bytes left over from an earlier response would not pass for this one's."""
+    query = dict(part.split('=') for part in environ['QUERY_STRING'].split('&') if part)
+    n, size, seed = int(query.get('n', 4)), int(query.get('size', 1024)), int(query.get('seed', 0))
+    start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+    for i in range(n):
+        yield bytes([97 + (i + seed) % 26]) * size
