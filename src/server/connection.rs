@@ -285,17 +285,17 @@ impl ConnIo {
     ) -> io::Result<()> {
         // Staged bytes go first, in the same write.
         if !self.out.is_empty() {
-            let mut staged = std::mem::take(&mut self.out);
+            let staged = std::mem::take(&mut self.out);
             let mut all = Pieces::default();
             all.push(&staged);
             for buf in bufs.iter() {
                 all.push(buf);
             }
             let written = self.write_slices(all.as_mut_slice(), wait, park);
-            // Nothing was parked in its place: keep the allocation for the next response.
-            if self.out.is_empty() && staged.capacity() <= STAGE_START {
-                staged.clear();
+            // Nothing was parked in its place: the allocation may serve the next response.
+            if self.out.is_empty() {
                 self.out = staged;
+                self.reset_out();
             }
             return written;
         }
