@@ -18,16 +18,14 @@ import io
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 WARMUP_S = 0.5
 
 
 def load(target: str) -> Any:
-    """``module:attribute`` imported with bench/ on the path, like the servers import it."""
+    """``module:attribute``, imported from bench/ (the script's directory, first on ``sys.path``)."""
     module, _, attr = target.partition(':')
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     return getattr(importlib.import_module(module), attr)
 
 

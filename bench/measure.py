@@ -592,8 +592,7 @@ def app_loop(sc: Scenario, rep: int, opts: Opts) -> dict:
         'duration_s': opts.duration,
     }
     rec.update(quiet_gate(opts.max_wait))
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(BENCH), env.get('PYTHONPATH')]))
+    # A script has its own directory, bench/, on sys.path: apps.py imports as the servers import it.
     argv = [sys.executable, str(BENCH / 'apploop.py'), sc.target, sc.path, '--seconds', str(opts.duration)]
     rec['cmd'] = ' '.join(argv)
     meter = ForeignMeter()
@@ -602,7 +601,6 @@ def app_loop(sc: Scenario, rep: int, opts: Opts) -> dict:
     done = subprocess.run(  # noqa: S603 - argv built above
         ['taskset', '-c', str(SERVER_CPU), *argv],  # noqa: S607
         cwd=BENCH,
-        env=env,
         capture_output=True,
         text=True,
         timeout=opts.duration + opts.start_timeout,
