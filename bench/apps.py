@@ -1,7 +1,8 @@
 """WSGI applications served by every server in the benchmark, addressable as ``apps:NAME``.
 
     hello       12-byte body, Content-Length set
-    chunked     generator body (4 x 1 KiB) without Content-Length: the server picks the framing
+    chunked     generator body (4 x 1 KiB) without Content-Length: the server picks the framing; with
+                ``?pause=S`` it sleeps S seconds after the first block (the runner's streaming probe)
     big         1 MiB body returned as one bytes object, Content-Length set
     echo        reads the whole wsgi.input and answers with its length as text
     flask_app   Flask app, JSON route at /json
@@ -48,15 +49,19 @@ def io_wait(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     return [body]
 
 
-def _chunks() -> Iterator[bytes]:
-    for _ in range(CHUNK_COUNT):
+def _chunks(pause: float) -> Iterator[bytes]:
+    for i in range(CHUNK_COUNT):
         yield CHUNK
+        if i == 0 and pause:
+            time.sleep(pause)
 
 
 def chunked(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """A generator body and no Content-Length."""
     start_response('200 OK', [('Content-Type', 'application/octet-stream')])
-    return _chunks()
+    query = environ.get('QUERY_STRING', '')
+    pause = float(query[len('pause=') :]) if query.startswith('pause=') else 0.0
+    return _chunks(pause)
 
 
 def big(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -75,6 +75,11 @@ class Conn:
         del self.buf[: i + len(marker)]
         return out
 
+    def wait_for(self, marker: bytes) -> None:
+        """Reads until ``marker`` is buffered, consuming nothing."""
+        while marker not in self.buf:
+            self._fill()
+
     def exact(self, n: int) -> bytes:
         """Exactly ``n`` bytes."""
         while len(self.buf) < n:
@@ -180,6 +185,22 @@ def check(sc: Scenario, resp: Response) -> str | None:
 
 PROBE_ERRORS = (OSError, ProbeError, ValueError)
 PROBE_PAUSE = 0.1  # seconds before the probe's third request
+STREAM_PAUSE = 0.3  # seconds the streaming probe's generator sleeps after its first block
+
+
+def first_block_delay(sc: Scenario, port: int) -> float:
+    """Seconds until the first block of a generator body arrives when the app pauses after yielding it
+    (``apps:chunked?pause=S``). PEP 3333: a server must not hold a block back while the app produces the next."""
+    conn = Conn(port, 10.0)
+    try:
+        head = f'GET {sc.path}?pause={STREAM_PAUSE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n'
+        started = time.monotonic()
+        conn.sock.sendall(head.encode())
+        conn.until(b'\r\n\r\n')
+        conn.wait_for(b'x')  # the body is all x; a chunk size line has none
+        return time.monotonic() - started
+    finally:
+        conn.close()
 
 
 def probe(sc: Scenario, port: int) -> dict[str, Any]:
@@ -202,6 +223,11 @@ def probe(sc: Scenario, port: int) -> dict[str, Any]:
             res['error'] = err
     except PROBE_ERRORS as e:
         res.update(ok=False, error=f'{type(e).__name__}: {e}')
+    if sc.stream_probe:
+        try:
+            res['first_block_ms'] = round(1000 * first_block_delay(sc, port), 1)
+        except PROBE_ERRORS as e:
+            res['stream_error'] = f'{type(e).__name__}: {e}'
     if sc.body_bytes:
         try:
             ((r, _),) = exchange(port, [build_request(port, sc, chunked_body=True)])
@@ -500,6 +526,13 @@ def _probe_issues(pr: dict[str, Any]) -> list[str]:
         issues.append(f'probe: {pr.get("error")}')
     if pr.get('wsgi_issues'):
         issues.append(f'app reported: {pr["wsgi_issues"]}')
+    if pr.get('stream_error'):
+        issues.append(f'streaming probe: {pr["stream_error"]}')
+    if pr.get('first_block_ms', 0) >= 900 * STREAM_PAUSE:
+        issues.append(
+            f'first block held until the generator ended ({pr["first_block_ms"]:.0f} ms with a {STREAM_PAUSE} s '
+            'pause after it; PEP 3333: a block must not wait for the next)'
+        )
     if not pr.get('chunked_request_ok', True):
         issues.append(f'chunked request body: {pr.get("chunked_request_error")}')
     return issues

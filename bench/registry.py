@@ -60,11 +60,13 @@ class Scenario:
     app_loop: bool = False
     # wrk connections for this scenario, overriding --conc (the 256-connection latency row).
     conc: int | None = None
+    # True: the probe also times the first block of a generator that pauses after it (apps:chunked?pause=S).
+    stream_probe: bool = False
 
 
 SCENARIOS: list[Scenario] = [
     Scenario('hello', 'apps:hello', 'hello, 12 B + Content-Length', expect_body=b'Hello, World', app_loop=True),
-    Scenario('chunked', 'apps:chunked', 'generator, 4 x 1 KiB, no Content-Length', expect_len=4096),
+    Scenario('chunked', 'apps:chunked', 'generator, 4 x 1 KiB, no Content-Length', expect_len=4096, stream_probe=True),
     Scenario('big', 'apps:big', '1 MiB body', expect_len=MIB),
     Scenario('echo', 'apps:echo', 'POST 64 KiB, echo length', body_bytes=65536, expect_body=b'65536'),
     Scenario('flask', 'apps:flask_app', 'Flask JSON', path='/json', expect_substr=b'"message"', app_loop=True),
