@@ -25,6 +25,25 @@ def test_timeout_answers_504_logs_the_stack_and_keeps_serving(serve):
     assert requests.get(f'{served.url}/fast', timeout=10).text == 'done'
 
 
+def test_timeouts_on_two_threads_each_report_their_own_request(serve):
+    served = serve('slow:app', '--timeout', '1', '--threads', '2')
+    queries = ('3', '2.' + '0' * 150)  # the second is 2 seconds too, with a long request line
+    results: dict[str, int] = {}
+
+    def fetch(query: str) -> None:
+        results[query] = requests.get(f'{served.url}/sleep?{query}', timeout=10).status_code
+
+    threads = [threading.Thread(target=fetch, args=(query,)) for query in queries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == dict.fromkeys(queries, 504)
+    for query in queries:
+        served.wait_for_log(f'answered 504: GET /sleep?{query}\n')
+    assert requests.get(f'{served.url}/fast', timeout=10).text == 'done'
+
+
 def test_timeout_spares_a_response_that_keeps_streaming(serve):
     served = serve('slow:app', '--timeout', '1')
     response = requests.get(f'{served.url}/stream', timeout=20)
