@@ -32,6 +32,7 @@ from registry import SCENARIOS, SUBJECT, Scenario, Server, servers
 BENCH = Path(__file__).resolve().parent
 BASELINE = f'{SUBJECT}-baseline'
 WARMUP_S = 1
+DEFAULT_CONC = 64  # wrk connections per server, unless the scenario sets its own
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,7 +62,8 @@ def server_table(py: str, baseline: Path | None) -> dict[str, Server]:
 def start_wrk(port: int, sc: Scenario, seconds: int) -> subprocess.Popen[str]:
     wrk = shutil.which('wrk') or 'wrk'
     env = dict(os.environ, WRK_BODY_BYTES=str(sc.body_bytes))
-    argv = ['taskset', '-c', str(measure.CLIENT_CPU), wrk, '-t1', '-c64', f'-d{seconds}s', '--timeout', '10s']
+    conc = sc.conc or DEFAULT_CONC
+    argv = ['taskset', '-c', str(measure.CLIENT_CPU), wrk, '-t1', f'-c{conc}', f'-d{seconds}s', '--timeout', '10s']
     argv += ['-s', str(measure.LUA), f'http://127.0.0.1:{port}{sc.path}']
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)  # noqa: S603
 
@@ -127,9 +129,10 @@ def report(records: list[dict], peers: list[str], scenarios: list[Scenario], a: 
         '# Head to head',
         '',
         f'{dt.date.today()}; `bench/pair.py --rounds {a.rounds} --duration {a.duration}`. rustwsgi and one peer on '
-        'CPU 0 at the same time, one `wrk -t1 -c64` each on CPU 1; CPU time per response of each over the same '
-        'seconds (its whole process tree, from /proc). Absolute figures are of two servers sharing a core; the '
-        'ratio is the result. Below 1: rustwsgi spends less CPU per response.',
+        'CPU 0 at the same time, one `wrk -t1` each on CPU 1 (64 connections unless the scenario says otherwise); '
+        'CPU time per response of each over the same seconds (its whole process tree, from /proc). Absolute '
+        'figures are of two servers sharing a core; the ratio is the result. Below 1: rustwsgi spends less CPU '
+        'per response.',
         '',
         '| scenario | peer | rustwsgi CPU µs/resp | peer CPU µs/resp | rustwsgi ÷ peer, each round | median | '
         'responses rustwsgi ÷ peer |',
