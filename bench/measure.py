@@ -471,8 +471,12 @@ def run_wrk(
         os.set_blocking(p.stdout.fileno(), True)
         chunks.append(p.stdout.read())
     text = b''.join(chunks).decode('utf-8', 'replace')
-    stats = next((json.loads(line[8:]) for line in text.splitlines() if line.startswith('WRKJSON ')), None)
-    return p.returncode, text, stats, usage.ru_utime + usage.ru_stime
+    return p.returncode, text, wrk_stats(text), usage.ru_utime + usage.ru_stime
+
+
+def wrk_stats(text: str) -> dict[str, Any] | None:
+    """The figures bench.lua prints in wrk's output (its ``WRKJSON`` line), if any."""
+    return next((json.loads(line[8:]) for line in text.splitlines() if line.startswith('WRKJSON ')), None)
 
 
 # ----------------------------------------------------------------------------------------------------------------

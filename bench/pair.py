@@ -70,7 +70,7 @@ def start_wrk(port: int, sc: Scenario, seconds: int) -> subprocess.Popen[str]:
 
 def wrk_requests(proc: subprocess.Popen[str]) -> int:
     out, _ = proc.communicate(timeout=60)
-    stats = next((json.loads(line[8:]) for line in out.splitlines() if line.startswith('WRKJSON ')), None)
+    stats = measure.wrk_stats(out)
     if stats is None or proc.returncode != 0:
         raise RuntimeError(f'wrk failed: {out.strip()[-300:]}')
     errors = sum(v for k, v in stats.items() if k.startswith('err_'))
