@@ -46,14 +46,14 @@ lint-rust: dev  ## rustfmt and clippy
 	cargo clippy --all-targets -- -D warnings
 
 lint-python: dev  ## ruff
-	$(VENV)/bin/ruff check python tests
-	$(VENV)/bin/ruff format --check python tests
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
 
 lint: lint-rust lint-python  ## every linter, check only
 
 format: dev  ## fix what the linters can fix
-	$(VENV)/bin/ruff check --fix python tests
-	$(VENV)/bin/ruff format python tests
+	$(VENV)/bin/ruff check --fix python tests bench
+	$(VENV)/bin/ruff format python tests bench
 	cargo fmt --all
 
 readme:  ## regenerate the README's CLI reference from python/rustwsgi/config.py
