@@ -447,15 +447,21 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 5.0) -> dict[str, 
     return {'stop': how, 'exit_code': proc.returncode}
 
 
-def run_wrk(
-    port: int, sc: Scenario, conc: int, seconds: int, sampler: Callable[[int], None]
-) -> tuple[int, str, dict[str, Any] | None, float]:
-    """Run wrk pinned to CLIENT_CPU (unless the scenario spreads); returns (exit code, output, WRKJSON stats, wrk CPU
-    seconds)."""
+def wrk_command(port: int, sc: Scenario, conc: int, seconds: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of wrk loading scenario ``sc`` on ``port``, pinned to CLIENT_CPU (unless
+    the scenario spreads)."""
     wrk = shutil.which('wrk') or 'wrk'
     env = dict(os.environ, WRK_BODY_BYTES=str(sc.body_bytes))
     argv = ['taskset', '-c', cpu_list(sc, CLIENT_CPU), wrk, '-t1', f'-c{conc}', f'-d{seconds}s', '--latency']
     argv += ['--timeout', '10s', '-s', str(LUA), f'http://127.0.0.1:{port}{sc.path}']
+    return argv, env
+
+
+def run_wrk(
+    port: int, sc: Scenario, conc: int, seconds: int, sampler: Callable[[int], None]
+) -> tuple[int, str, dict[str, Any] | None, float]:
+    """Run wrk (see ``wrk_command``); returns (exit code, output, WRKJSON stats, wrk CPU seconds)."""
+    argv, env = wrk_command(port, sc, conc, seconds)
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as p:  # noqa: S603
         assert p.stdout is not None  # noqa: S101 - stdout=PIPE
         os.set_blocking(p.stdout.fileno(), False)

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from typing import Any
 import measure
 from registry import SCENARIOS, SUBJECT, Scenario, Server, servers
 
-BENCH = Path(__file__).resolve().parent
+BENCH = measure.BENCH
 BASELINE = f'{SUBJECT}-baseline'
 WARMUP_S = 1
 DEFAULT_CONC = 64  # wrk connections per server, unless the scenario sets its own
@@ -60,11 +59,7 @@ def server_table(py: str, baseline: Path | None) -> dict[str, Server]:
 
 
 def start_wrk(port: int, sc: Scenario, seconds: int) -> subprocess.Popen[str]:
-    wrk = shutil.which('wrk') or 'wrk'
-    env = dict(os.environ, WRK_BODY_BYTES=str(sc.body_bytes))
-    conc = sc.conc or DEFAULT_CONC
-    argv = ['taskset', '-c', str(measure.CLIENT_CPU), wrk, '-t1', f'-c{conc}', f'-d{seconds}s', '--timeout', '10s']
-    argv += ['-s', str(measure.LUA), f'http://127.0.0.1:{port}{sc.path}']
+    argv, env = measure.wrk_command(port, sc, sc.conc or DEFAULT_CONC, seconds)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)  # noqa: S603
 
 
