@@ -21,8 +21,9 @@ struct Slot {
     thread: u64,
     /// When the request entered the application, on the caller's nanosecond clock; 0 while none runs.
     started: u64,
-    /// `METHOD target`, reusing its allocation from request to request.
-    describe: String,
+    /// `METHOD target` as the client sent it, reusing its allocation from request to request; made text only
+    /// for a report.
+    describe: Vec<u8>,
     timed_out: bool,
 }
 
@@ -51,7 +52,7 @@ impl Deadlines {
 
     /// Thread `index` starts running a request on `conn` at `started` (nanoseconds on the caller's clock,
     /// never 0, the same clock `expire` is given); `describe` writes its `METHOD target`.
-    pub fn enter(&self, index: usize, conn: &Arc<Conn>, started: u64, describe: impl FnOnce(&mut String)) {
+    pub fn enter(&self, index: usize, conn: &Arc<Conn>, started: u64, describe: impl FnOnce(&mut Vec<u8>)) {
         let Some(slot) = self.slots.get(index) else { return };
         let mut slot = slot.lock();
         slot.conn = Some(conn.clone());
@@ -100,7 +101,7 @@ impl Deadlines {
             slot.timed_out = true;
             overdue.push(Overdue {
                 thread: slot.thread,
-                describe: slot.describe.clone(),
+                describe: String::from_utf8_lossy(&slot.describe).into_owned(),
                 elapsed,
             });
         }

@@ -1162,12 +1162,12 @@ impl Shared {
 }
 
 /// Writes `METHOD target` of a request into `out`, for reports about it.
-fn describe(exchange: &Exchange, out: &mut String) {
+fn describe(exchange: &Exchange, out: &mut Vec<u8>) {
     let io = exchange.conn.io.lock();
     let buf = io.data();
-    out.push_str(&String::from_utf8_lossy(exchange.head.method(buf)));
-    out.push(' ');
-    out.push_str(&String::from_utf8_lossy(exchange.head.target(buf)));
+    out.extend_from_slice(exchange.head.method(buf));
+    out.push(b' ');
+    out.extend_from_slice(exchange.head.target(buf));
 }
 
 /// A duration in the loop's one-second clock ticks, rounded up so a fractional timeout never becomes zero.
