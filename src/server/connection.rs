@@ -515,7 +515,8 @@ impl Conn {
 
     /// The owner takes the remembered readiness: true if an edge arrived since the last call.
     pub fn take_seen(&self) -> bool {
-        self.state.fetch_and(!SEEN, Ordering::AcqRel) & SEEN != 0
+        // Read first: usually nothing was seen, and a plain load spares the locked read-modify-write.
+        self.state.load(Ordering::Acquire) & SEEN != 0 && self.state.fetch_and(!SEEN, Ordering::AcqRel) & SEEN != 0
     }
 
     /// The owner gives the connection up; false if readiness arrived meanwhile, in which case the caller still
