@@ -282,8 +282,7 @@ fn respond(py: Python<'_>, start_response: &StartResponse, result: &Bound<'_, Py
         if list.len() == 1 {
             // The most common answer: one bytes object, sent with the head in one write.
             let item = list.get_item(0)?;
-            start_response.send(py, &[as_bytes(&item)?.as_bytes()], true)?;
-            return Ok(start_response.finish(py)?);
+            return Ok(start_response.send_whole(py, &[as_bytes(&item)?.as_bytes()])?);
         }
         Some(list.iter().collect::<Vec<_>>())
     } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
@@ -294,8 +293,7 @@ fn respond(py: Python<'_>, start_response: &StartResponse, result: &Bound<'_, Py
     if let Some(items) = items {
         let chunks = items.iter().map(as_bytes).collect::<Result<Vec<_>, _>>()?;
         let slices: Vec<&[u8]> = chunks.iter().map(|b| b.as_bytes()).collect();
-        start_response.send(py, &slices, true)?;
-        return Ok(start_response.finish(py)?);
+        return Ok(start_response.send_whole(py, &slices)?);
     }
     if let Ok(wrapper) = result.cast_exact::<FileWrapper>() {
         if let Some(sent) = send_file(py, start_response, wrapper.get()) {

@@ -53,6 +53,13 @@ struct Sent {
     terminated: bool,
 }
 
+impl Sent {
+    /// The app's Content-Length is reached: iteration should stop here.
+    fn length_reached(&self) -> bool {
+        matches!(self.framing, Framing::AppLength(len) if self.body_bytes >= len)
+    }
+}
+
 #[derive(Default)]
 struct ResponseState {
     prepared: Option<Prepared>,
@@ -150,7 +157,19 @@ impl StartResponse {
     /// # Errors
     /// `NoStatus` before `start_response`, `Io` when the client is gone.
     pub fn send(&self, py: Python<'_>, chunks: &[&[u8]], last: bool) -> Result<bool, SendError> {
-        self.deliver(py, chunks, last, false)
+        Ok(self.deliver(py, chunks, last, false)?.length_reached())
+    }
+
+    /// Sends `chunks` as the whole body (the head first if it has not left) and ends the response, like `send`
+    /// with `last` followed by `finish`, under one lock. Returns whether the connection may carry another
+    /// request.
+    ///
+    /// # Errors
+    /// As `send`.
+    pub fn send_whole(&self, py: Python<'_>, chunks: &[&[u8]]) -> Result<bool, SendError> {
+        // Nothing was staged: only `send_block` stages, and an iterable that is sent whole has no blocks.
+        let sent = self.deliver(py, chunks, true, false)?;
+        Ok(self.keeps_connection(&sent))
     }
 
     /// Like `send(chunk, false)` for one block of an iterated body, except that a small block may be staged
@@ -161,10 +180,11 @@ impl StartResponse {
     /// # Errors
     /// As `send`.
     pub fn send_block(&self, py: Python<'_>, chunk: &[u8]) -> Result<bool, SendError> {
-        self.deliver(py, &[chunk], false, true)
+        Ok(self.deliver(py, &[chunk], false, true)?.length_reached())
     }
 
-    fn deliver(&self, py: Python<'_>, chunks: &[&[u8]], last: bool, may_stage: bool) -> Result<bool, SendError> {
+    /// Sends (or stages) `chunks`; returns the response's state after them.
+    fn deliver(&self, py: Python<'_>, chunks: &[&[u8]], last: bool, may_stage: bool) -> Result<Sent, SendError> {
         let mut state = self.state.lock();
         let state = &mut *state;
         let head_now = state.sent.is_none();
@@ -230,12 +250,12 @@ impl StartResponse {
         }
         let slices = slices.as_mut_slice();
         sent.body_bytes += body_total;
-        let complete = matches!(sent.framing, Framing::AppLength(len) if sent.body_bytes >= len);
+        let sent = *sent;
         let mut io = self.conn.io.lock();
-        if may_stage && !complete && io.stage(slices) {
+        if may_stage && !sent.length_reached() && io.stage(slices) {
             self.conn.streaming.store(true, std::sync::atomic::Ordering::Release);
             self.conn.note_progress();
-            return Ok(complete);
+            return Ok(sent);
         }
         if !slices.is_empty() || io.has_pending_output() {
             let mut wait = |fd| py.detach(|| wait_fd(fd, true, self.send_timeout));
@@ -248,7 +268,7 @@ impl StartResponse {
             written.map_err(SendError::Io)?;
             self.conn.note_progress();
         }
-        Ok(complete)
+        Ok(sent)
     }
 
     /// Sends `length` bytes of file `fd` from `offset` with sendfile(2), after the head if it has not left.
@@ -313,7 +333,11 @@ impl StartResponse {
             self.send(py, &[], true)?;
             sent = self.state.lock().sent;
         }
-        let Some(sent) = sent else { return Ok(false) };
+        Ok(sent.is_some_and(|sent| self.keeps_connection(&sent)))
+    }
+
+    /// Whether the connection may carry another request after a response that ended as `sent`.
+    fn keeps_connection(&self, sent: &Sent) -> bool {
         let length_kept = match sent.framing {
             // A response shorter than its Content-Length leaves the client waiting: close to end it.
             Framing::AppLength(len) => sent.body_bytes == len,
@@ -321,7 +345,7 @@ impl StartResponse {
         };
         let complete = matches!(sent.framing, Framing::KnownLength(len) if sent.body_bytes == len)
             || !matches!(sent.framing, Framing::KnownLength(_));
-        Ok(sent.keep_alive && length_kept && complete && self.input.get().body_complete())
+        sent.keep_alive && length_kept && complete && self.input.get().body_complete()
     }
 }
 
