@@ -118,7 +118,6 @@ struct Shared {
     in_app: AtomicUsize,
     /// What each app thread is doing, read by the others and by the watcher.
     app_threads: Box<[AppThread]>,
-    completed: AtomicU64,
     idle: Mutex<Idle>,
     watcher_deep: AtomicBool,
     deadlines: Deadlines,
@@ -149,6 +148,9 @@ struct AppThread {
     tid: AtomicI32,
     /// The token of the connection whose request it runs (meaningful while `entered` is set).
     serving: AtomicUsize,
+    /// Requests it completed. Only this thread writes it, so counting needs no locked instruction; readers sum
+    /// all threads' counts.
+    completed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -195,7 +197,6 @@ impl Server {
             aborted: AtomicBool::new(false),
             in_app: AtomicUsize::new(0),
             app_threads,
-            completed: AtomicU64::new(0),
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
             deadlines,
@@ -542,7 +543,7 @@ impl Shared {
     /// server stops.
     fn watch(&self) {
         let mut idle = self.idle.lock();
-        let mut last = self.completed.load(Ordering::Acquire);
+        let mut last = self.completed();
         let mut last_at = Instant::now();
         let mut quiet_ticks = 0;
         loop {
@@ -586,7 +587,7 @@ impl Shared {
             if last_at.elapsed() < STALL {
                 continue;
             }
-            let now = self.completed.load(Ordering::Acquire);
+            let now = self.completed();
             // Nothing completed for a whole tick while work waits behind a long request: stalled (a long
             // computation, or a wait the kernel did not show at the moment of looking).
             if work_waiting && now == last && self.long_request_running() {
@@ -1099,8 +1100,9 @@ impl Shared {
             if self.config.timeout.is_some() {
                 self.deadlines.leave(index);
             }
-            let completed = self.completed.fetch_add(1, Ordering::AcqRel) + 1;
-            if self.config.max_requests != 0 && completed == self.config.max_requests {
+            let count = &self.app_threads[index].completed;
+            count.store(count.load(Ordering::Relaxed) + 1, Ordering::Release);
+            if self.config.max_requests != 0 && self.completed() >= self.config.max_requests && !self.draining() {
                 // Recycling: stop taking new work and let the supervisor start a fresh process.
                 self.begin_shutdown(true);
             }
@@ -1143,6 +1145,14 @@ impl Shared {
                 Drive::Done => return,
             }
         }
+    }
+
+    /// Requests completed by all app threads so far.
+    fn completed(&self) -> u64 {
+        self.app_threads
+            .iter()
+            .map(|t| t.completed.load(Ordering::Acquire))
+            .sum()
     }
 
     fn leave_app(&self, index: usize) {
