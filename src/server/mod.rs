@@ -102,6 +102,8 @@ struct PollState {
     listeners: Vec<Listener>,
     /// Clock second of the last timeout scan.
     last_scan: u64,
+    /// Requests read during one poll, queued together (one lock for all of them).
+    ready: Vec<Exchange>,
 }
 
 struct Shared {
@@ -187,6 +189,7 @@ impl Server {
                 events: Events::with_capacity(256),
                 listeners,
                 last_scan: 0,
+                ready: Vec::new(),
             }),
             registry,
             waker,
@@ -637,6 +640,7 @@ impl Shared {
             events,
             listeners,
             last_scan,
+            ready,
         } = state;
         // With work queued, wait no longer than the caller can afford, and short enough to shed requests that
         // waited too long; else once a second for the timers.
@@ -666,12 +670,15 @@ impl Shared {
                 Token(t) => {
                     if let Some(conn) = self.conns.get(t) {
                         if conn.notify() {
-                            self.drive_and_queue(&conn);
+                            if let Drive::Request(exchange) = self.drive(&conn) {
+                                ready.push(exchange);
+                            }
                         }
                     }
                 }
             }
         }
+        self.queue_all(ready);
         if self.accept_paused.load(Ordering::Acquire) && !self.at_connection_limit() {
             // Edge-triggered listeners will not report the connections left queued while paused.
             self.accept_paused.store(false, Ordering::Release);
@@ -844,6 +851,21 @@ impl Shared {
                 drop(queue);
                 self.shed(exchange);
             }
+        }
+    }
+
+    /// Queues the requests in `ready` in their order, leaving it empty; those beyond the queue's room are shed.
+    fn queue_all(&self, ready: &mut Vec<Exchange>) {
+        if ready.is_empty() {
+            return;
+        }
+        let mut queue = self.queue.lock();
+        let room = self.config.max_queue.max(1).saturating_sub(queue.len());
+        let excess = ready.split_off(room.min(ready.len()));
+        queue.extend(ready.drain(..));
+        drop(queue);
+        for exchange in excess {
+            self.shed(exchange);
         }
     }
 
