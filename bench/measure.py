@@ -451,7 +451,7 @@ def wrk_command(port: int, sc: Scenario, conc: int, seconds: int) -> tuple[list[
     """The command line and environment of wrk loading scenario ``sc`` on ``port``, pinned to CLIENT_CPU (unless
     the scenario spreads)."""
     wrk = shutil.which('wrk') or 'wrk'
-    env = dict(os.environ, WRK_BODY_BYTES=str(sc.body_bytes))
+    env = dict(os.environ, WRK_BODY_BYTES=str(sc.body_bytes), WRK_HEADERS=sc.headers)
     argv = ['taskset', '-c', cpu_list(sc, CLIENT_CPU), wrk, '-t1', f'-c{conc}', f'-d{seconds}s', '--latency']
     argv += ['--timeout', '10s', '-s', str(LUA), f'http://127.0.0.1:{port}{sc.path}']
     return argv, env

@@ -62,10 +62,19 @@ class Scenario:
     conc: int | None = None
     # True: the probe also times the first block of a generator that pauses after it (apps:chunked?pause=S).
     stream_probe: bool = False
+    # 'browser': wrk sends a desktop browser's request headers (bench.lua), not only Host.
+    headers: str = ''
 
 
 SCENARIOS: list[Scenario] = [
     Scenario('hello', 'apps:hello', 'hello, 12 B + Content-Length', expect_body=b'Hello, World', app_loop=True),
+    Scenario(
+        'hello-browser',
+        'apps:hello',
+        "hello, a browser's 13 request headers",
+        headers='browser',
+        expect_body=b'Hello, World',
+    ),
     Scenario('chunked', 'apps:chunked', 'generator, 4 x 1 KiB, no Content-Length', expect_len=4096, stream_probe=True),
     Scenario('big', 'apps:big', '1 MiB body', expect_len=MIB),
     Scenario('echo', 'apps:echo', 'POST 64 KiB, echo length', body_bytes=65536, expect_body=b'65536'),
