@@ -14,7 +14,7 @@ use crate::server::listener::Listener;
 use crate::sys::dup_owned;
 use crate::wsgi::call::App;
 use crate::wsgi::consts::PyConsts;
-use crate::wsgi::environ::{environ_template, EnvironRules};
+use crate::wsgi::environ::{EnvironRules, EnvironTemplate};
 use crate::wsgi::WsgiHandler;
 
 #[pyclass(frozen, module = "rustwsgi._rustwsgi", name = "Server")]
@@ -40,7 +40,7 @@ impl PyServer {
         for (fd, is_unix, environ) in listeners {
             let owned = dup_owned(fd).map_err(|e| PyOSError::new_err(e.to_string()))?;
             sockets.push(Listener::from_fd(owned, is_unix).map_err(|e| PyOSError::new_err(e.to_string()))?);
-            templates.push(environ_template(&consts, &environ)?.unbind());
+            templates.push(EnvironTemplate::new(&consts, &environ)?);
         }
         let logger = py
             .import("logging")?

@@ -17,7 +17,7 @@ use crate::sys::regular_file_size;
 use crate::server::deadline::Overdue;
 
 use super::consts::PyConsts;
-use super::environ::{build_environ, EnvironRules};
+use super::environ::{build_environ, EnvironRules, EnvironTemplate};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodyPace, ClientFault, Input};
 use super::start_response::{RequestMeta, SendError, StartResponse};
@@ -27,7 +27,7 @@ pub struct App {
     pub app: Py<PyAny>,
     pub consts: PyConsts,
     /// The constant part of environ, one per listener.
-    pub templates: Vec<Py<PyDict>>,
+    pub templates: Vec<EnvironTemplate>,
     /// `logging.getLogger("rustwsgi.error")`.
     pub logger: Py<PyAny>,
     pub rules: EnvironRules,
@@ -92,7 +92,7 @@ impl App {
             let environ = build_environ(
                 py,
                 &self.consts,
-                template.bind(py),
+                template,
                 &exchange.head,
                 buf,
                 &peer,

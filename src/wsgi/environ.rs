@@ -24,15 +24,63 @@ pub struct EnvironRules {
     pub root_path: Vec<u8>,
 }
 
-/// The template a listener's environs are copied from: `base` (the listener's constant keys) plus, with empty
-/// values, the keys `build_environ` and the caller set for every request. Each request's copy then replaces
-/// values in a hash table that already has its keys, instead of inserting them and growing the table.
+/// Entries the roomy template's table holds at least: the template's own (about 19) plus a desktop browser's 13
+/// request headers, with room to spare.
+const ROOMY_ENTRIES: ffi::Py_ssize_t = 40;
+
+/// The environ templates of one listener: `base` (the listener's constant keys) plus, with empty values, the keys
+/// `build_environ` and the caller set for every request, in two hash table sizes.
 ///
-/// # Errors
-/// Python allocation failures.
-pub fn environ_template<'py>(consts: &PyConsts, base: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
-    let py = base.py();
-    let template = base.copy()?;
+/// A copy keeps its template's table size. A request whose headers do not fit grows its environ, a reallocation
+/// and rehash on every request; a larger table costs more to copy and to free (it is beyond Python's
+/// small-object allocator). So each request copies the smaller template its entries fit in: a client that sends
+/// only `Host` gets the compact one, a browser or an HTTP library the roomy one.
+pub struct EnvironTemplate {
+    compact: Py<PyDict>,
+    roomy: Py<PyDict>,
+    /// Entries the compact template's table holds before it grows.
+    compact_entries: usize,
+    /// Entries in either template.
+    len: usize,
+}
+
+impl EnvironTemplate {
+    /// # Errors
+    /// Python allocation failures.
+    pub fn new(consts: &PyConsts, base: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = base.py();
+        let compact = base.copy()?;
+        add_per_request_keys(consts, &compact)?;
+        // SAFETY: _PyDict_NewPresized returns a new reference, or NULL with an exception set.
+        let roomy = unsafe { Bound::from_owned_ptr_or_err(py, ffi::_PyDict_NewPresized(ROOMY_ENTRIES))? };
+        let roomy = roomy.cast_into::<PyDict>()?;
+        // One by one: `update` would give the empty dict a copy of `base`'s own table.
+        for (key, value) in compact.iter() {
+            roomy.set_item(key, value)?;
+        }
+        Ok(EnvironTemplate {
+            len: compact.len(),
+            compact_entries: table_capacity(&compact)?,
+            compact: compact.unbind(),
+            roomy: roomy.unbind(),
+        })
+    }
+
+    /// The template for a request with `headers` header lines.
+    #[must_use]
+    pub fn for_request<'py>(&self, py: Python<'py>, headers: usize) -> &Bound<'py, PyDict> {
+        // One more for a CONTENT_LENGTH the server may add.
+        if self.len + headers < self.compact_entries {
+            self.compact.bind(py)
+        } else {
+            self.roomy.bind(py)
+        }
+    }
+}
+
+/// Gives `dict`, with empty values, the keys every request's environ gets that it lacks.
+fn add_per_request_keys(consts: &PyConsts, dict: &Bound<'_, PyDict>) -> PyResult<()> {
+    let py = dict.py();
     for key in [
         &consts.request_method,
         &consts.path_info,
@@ -42,11 +90,26 @@ pub fn environ_template<'py>(consts: &PyConsts, base: &Bound<'py, PyDict>) -> Py
         &consts.remote_port,
         &consts.wsgi_input,
     ] {
-        if !template.contains(key.bind(py))? {
-            template.set_item(key.bind(py), consts.empty.bind(py))?;
+        if !dict.contains(key.bind(py))? {
+            dict.set_item(key.bind(py), consts.empty.bind(py))?;
         }
     }
-    Ok(template)
+    Ok(())
+}
+
+/// Entries a copy of `dict` holds before its hash table grows. The interpreter does not say, and its sizing rule
+/// differs between versions, so a copy is filled until its size changes (once per listener, at start).
+fn table_capacity(dict: &Bound<'_, PyDict>) -> PyResult<usize> {
+    let size_of = |d: &Bound<'_, PyDict>| -> PyResult<usize> { d.call_method0("__sizeof__")?.extract() };
+    let probe = dict.copy()?;
+    let allocated = size_of(&probe)?;
+    for extra in 0.. {
+        if size_of(&probe)? != allocated {
+            return Ok(probe.len() - 1);
+        }
+        probe.set_item(format!("\0capacity probe {extra}"), 0)?;
+    }
+    unreachable!("a dict grows before usize::MAX entries")
 }
 
 /// Builds the environ for `head`, whose ranges index `buf`. `content_length` overrides the header (set for
@@ -58,14 +121,14 @@ pub fn environ_template<'py>(consts: &PyConsts, base: &Bound<'py, PyDict>) -> Py
 pub fn build_environ<'py>(
     py: Python<'py>,
     consts: &PyConsts,
-    template: &Bound<'py, PyDict>,
+    template: &EnvironTemplate,
     head: &RequestHead,
     buf: &[u8],
     peer: &Peer,
     content_length: Option<u64>,
     rules: &EnvironRules,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let environ = template.copy()?;
+    let environ = template.for_request(py, head.headers.len()).copy()?;
     let method = head.method(buf);
     match consts.methods.iter().find(|(m, _)| m.as_bytes() == method) {
         Some((_, interned)) => environ.set_item(consts.request_method.bind(py), interned.bind(py))?,
@@ -296,6 +359,31 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_environ_fits_its_template_table() {
+        Python::initialize();
+        Python::attach(|py| {
+            let consts = PyConsts::new(py);
+            let base = PyDict::new(py);
+            for i in 0..12 {
+                base.set_item(format!("CONSTANT_{i}"), "").unwrap();
+            }
+            let template = EnvironTemplate::new(&consts, &base).unwrap();
+            assert!(template.for_request(py, 0).is(template.compact.bind(py)));
+            assert!(template.for_request(py, 13).is(template.roomy.bind(py)));
+            let size_of = |d: &Bound<'_, PyDict>| -> usize { d.call_method0("__sizeof__").unwrap().extract().unwrap() };
+            // Up to a browser's headers and more: the request's headers and a CONTENT_LENGTH never grow its copy.
+            for headers in 0..=20 {
+                let environ = template.for_request(py, headers).copy().unwrap();
+                let allocated = size_of(&environ);
+                for i in 0..=headers {
+                    environ.set_item(format!("HTTP_HEADER_{i}"), "value").unwrap();
+                }
+                assert_eq!(size_of(&environ), allocated, "{headers} headers grew the environ");
+            }
+        });
+    }
 
     #[test]
     fn split_target_handles_origin_and_absolute_forms() {
