@@ -140,17 +140,17 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
     let mut seen_request_line = false;
     loop {
         let rest = &buf[line_start..];
-        let lf = rest.iter().position(|&b| b == b'\n');
-        // The line without its terminator. While incomplete, a final CR may be the start of CRLF.
-        let (content, bare_lf) = match lf {
-            Some(lf) if lf > 0 && rest[lf - 1] == b'\r' => (&rest[..lf - 1], false),
-            Some(lf) => (&rest[..lf], true),
-            None => (rest.strip_suffix(b"\r").unwrap_or(rest), false),
+        let limit = if seen_request_line {
+            limits.field_size
+        } else {
+            limits.request_line
         };
-        check_line(content, bare_lf, seen_request_line, limits)?;
-        let Some(lf) = lf else { return Ok(None) };
-        line_start += lf + 1;
-        if content.is_empty() {
+        let line = next_line(rest, limit, seen_request_line)?;
+        let Some((content_len, line_len)) = line else {
+            return Ok(None);
+        };
+        line_start += line_len;
+        if content_len == 0 {
             if seen_request_line {
                 return Ok(Some(line_start));
             }
@@ -167,21 +167,33 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
     }
 }
 
-/// Checks one head line (without its line end). Of several faults, the one whose byte comes first in the
-/// stream is reported, so the answer does not depend on where a read happened to split the request.
-fn check_line(content: &[u8], bare_lf: bool, seen_request_line: bool, limits: &Limits) -> Result<(), HttpError> {
-    let (limit, too_long) = if seen_request_line {
-        (limits.field_size, HttpError::HeaderFieldsTooLarge)
+/// The first line of `rest`: its length without and with its CRLF, or `None` while it is incomplete. One SIMD
+/// search for the first CR or LF finds both the line end and any bare CR or LF (RFC 9112 §2.2: refused rather
+/// than guessed at). Of several faults, the one whose byte comes first in the stream is reported, so the answer
+/// does not depend on where a read happened to split the request.
+fn next_line(rest: &[u8], limit: usize, seen_request_line: bool) -> Result<Option<(usize, usize)>, HttpError> {
+    let too_long = if seen_request_line {
+        HttpError::HeaderFieldsTooLarge
     } else {
-        (limits.request_line, HttpError::UriTooLong)
+        HttpError::UriTooLong
     };
-    // RFC 9112 §2.2: a bare CR or LF is refused rather than guessed at.
-    match content.iter().position(|&b| b == b'\r') {
-        Some(cr) if cr <= limit => Err(HttpError::BadRequest("bare CR in request head")),
-        _ if content.len() > limit => Err(too_long),
-        _ if bare_lf => Err(HttpError::BadRequest("bare LF in request head")),
-        _ => Ok(()),
+    let Some(end) = memchr::memchr2(b'\r', b'\n', rest) else {
+        return if rest.len() > limit { Err(too_long) } else { Ok(None) };
+    };
+    let line_end = match (rest[end], rest.get(end + 1)) {
+        (b'\r', Some(b'\n')) => Some(end + 2),
+        // A final CR may be the start of CRLF.
+        (b'\r', None) => None,
+        (b'\r', Some(_)) if end <= limit => return Err(HttpError::BadRequest("bare CR in request head")),
+        // A bare CR past the limit: the line is too long before its CR matters.
+        (b'\r', Some(_)) => return Err(too_long),
+        _ if end > limit => return Err(too_long),
+        _ => return Err(HttpError::BadRequest("bare LF in request head")),
+    };
+    if end > limit {
+        return Err(too_long);
     }
+    Ok(line_end.map(|line_end| (end, line_end)))
 }
 
 /// RFC 9112 §3.2: origin-form, absolute-form, authority-form (CONNECT) or asterisk-form (OPTIONS).
