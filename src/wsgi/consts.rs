@@ -36,7 +36,22 @@ const KNOWN_HEADERS: &[(&str, &str)] = &[
     ("transfer-encoding", "HTTP_TRANSFER_ENCODING"),
     ("range", "HTTP_RANGE"),
     ("x-csrftoken", "HTTP_X_CSRFTOKEN"),
+    ("priority", "HTTP_PRIORITY"),
+    ("sec-ch-ua", "HTTP_SEC_CH_UA"),
+    ("sec-ch-ua-mobile", "HTTP_SEC_CH_UA_MOBILE"),
+    ("sec-ch-ua-platform", "HTTP_SEC_CH_UA_PLATFORM"),
+    ("forwarded", "HTTP_FORWARDED"),
+    ("x-forwarded-port", "HTTP_X_FORWARDED_PORT"),
+    ("x-request-id", "HTTP_X_REQUEST_ID"),
+    ("traceparent", "HTTP_TRACEPARENT"),
+    ("if-match", "HTTP_IF_MATCH"),
+    ("if-unmodified-since", "HTTP_IF_UNMODIFIED_SINCE"),
+    ("if-range", "HTTP_IF_RANGE"),
+    ("upgrade", "HTTP_UPGRADE"),
 ];
+
+// A request's known headers are tracked in one `u64` bit set (see `environ::build_environ`).
+const _: () = assert!(KNOWN_HEADERS.len() <= 64);
 
 const METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
@@ -56,13 +71,22 @@ pub struct PyConsts {
     pub http_11: Py<PyString>,
     pub empty: Py<PyString>,
     pub methods: Vec<(&'static str, Py<PyString>)>,
-    pub headers: Vec<(&'static str, Py<PyString>)>,
+    /// `KNOWN_HEADERS` with their interned keys, ordered by name length.
+    headers: Vec<(&'static str, Py<PyString>)>,
+    /// The headers whose names have `n` bytes are `headers[header_starts[n]..header_starts[n + 1]]`.
+    header_starts: Vec<usize>,
 }
 
 impl PyConsts {
     #[must_use]
     pub fn new(py: Python<'_>) -> Self {
         let s = |text: &str| PyString::intern(py, text).unbind();
+        let mut headers: Vec<_> = KNOWN_HEADERS.iter().map(|(name, key)| (*name, s(key))).collect();
+        headers.sort_by_key(|(name, _)| name.len());
+        let longest = headers.last().map_or(0, |(name, _)| name.len());
+        let header_starts = (0..=longest + 1)
+            .map(|len| headers.partition_point(|(name, _)| name.len() < len))
+            .collect();
         PyConsts {
             request_method: s("REQUEST_METHOD"),
             path_info: s("PATH_INFO"),
@@ -78,16 +102,54 @@ impl PyConsts {
             http_11: s("HTTP/1.1"),
             empty: s(""),
             methods: METHODS.iter().map(|m| (*m, s(m))).collect(),
-            headers: KNOWN_HEADERS.iter().map(|(name, key)| (*name, s(key))).collect(),
+            headers,
+            header_starts,
         }
     }
 
-    /// The prebuilt environ key for a header name, if it is a common one.
+    /// The prebuilt environ key for a header name, if it is a common one, with its index (below 64, the same
+    /// for every spelling of the name). Only names of the same length are compared.
     #[must_use]
-    pub fn header_key(&self, name: &[u8]) -> Option<&Py<PyString>> {
-        self.headers
-            .iter()
-            .find(|(known, _)| known.len() == name.len() && known.as_bytes().eq_ignore_ascii_case(name))
-            .map(|(_, key)| key)
+    pub fn header_key(&self, name: &[u8]) -> Option<(usize, &Py<PyString>)> {
+        let (&start, &end) = (
+            self.header_starts.get(name.len())?,
+            self.header_starts.get(name.len() + 1)?,
+        );
+        (start..end)
+            .find(|&i| self.headers[i].0.as_bytes().eq_ignore_ascii_case(name))
+            .map(|i| (i, &self.headers[i].1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_key_finds_every_known_header_in_any_case_and_nothing_else() {
+        Python::initialize();
+        Python::attach(|py| {
+            let consts = PyConsts::new(py);
+            let mut indexes = std::collections::HashSet::new();
+            for (name, key) in KNOWN_HEADERS {
+                for spelling in [name.to_string(), name.to_ascii_uppercase()] {
+                    let (index, found) = consts.header_key(spelling.as_bytes()).expect(name);
+                    assert_eq!(found.bind(py).to_str().unwrap(), *key);
+                    assert!(index < 64);
+                    indexes.insert(index);
+                }
+            }
+            assert_eq!(indexes.len(), KNOWN_HEADERS.len(), "one index per header");
+            for unknown in [
+                "",
+                "x",
+                "hosts",
+                "hos",
+                "x-custom-header",
+                "a-name-longer-than-any-known-one",
+            ] {
+                assert!(consts.header_key(unknown.as_bytes()).is_none(), "{unknown}");
+            }
+        });
     }
 }

@@ -161,6 +161,8 @@ pub fn build_environ<'py>(
             environ.set_item(consts.remote_port.bind(py), consts.empty.bind(py))?;
         }
     }
+    // The known headers seen so far, by `header_key` index: their repeats are found without comparing names.
+    let mut seen = 0u64;
     for (i, header) in head.headers.iter().enumerate() {
         let name = &buf[header.name.clone()];
         // Names with `_` are dropped: they would collide with the `-` form and let a client spoof a header
@@ -169,14 +171,22 @@ pub fn build_environ<'py>(
             continue;
         }
         let value = trim_ows(&buf[header.value.clone()]);
-        let key = match consts.header_key(name) {
-            Some(key) => key.bind(py).clone(),
-            None => PyString::new(py, &environ_key(name)),
+        let (key, repeated) = match consts.header_key(name) {
+            Some((index, key)) => {
+                let bit = 1u64 << index;
+                let repeated = seen & bit != 0;
+                seen |= bit;
+                (key.bind(py).clone(), repeated)
+            }
+            None => (
+                PyString::new(py, &environ_key(name)),
+                repeated_earlier(&head.headers[..i], name, buf),
+            ),
         };
         if content_length.is_some() && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
-        if repeated_earlier(&head.headers[..i], name, buf) {
+        if repeated {
             if let Some(existing) = environ.get_item(&key)? {
                 let separator = if name.eq_ignore_ascii_case(b"cookie") {
                     "; "
