@@ -55,6 +55,30 @@ const _: () = assert!(KNOWN_HEADERS.len() <= 64);
 
 const METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
+/// A header name with a prebuilt environ key.
+struct KnownHeader {
+    /// Lower case.
+    name: &'static str,
+    words: (u64, u64),
+    key: Py<PyString>,
+}
+
+/// A header name's first and last 8 bytes (zero-padded when shorter) as two words, with bit 5 of every byte set.
+/// That lower-cases letters, and for the names a request can carry (tokens: no CR, which would become `-`) it
+/// maps no other byte onto a letter or `-`, the only bytes of known names: so equal words mean the same name
+/// up to letter case, for names of up to 16 bytes.
+fn name_words(name: &[u8]) -> (u64, u64) {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
+    let word = |bytes: &[u8]| {
+        let mut padded = [0u8; 8];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(padded) | LOWER
+    };
+    let head = &name[..name.len().min(8)];
+    let tail = &name[name.len().saturating_sub(8)..];
+    (word(head), word(tail))
+}
+
 /// Interned keys and shared values, owned by the server for its lifetime.
 pub struct PyConsts {
     pub request_method: Py<PyString>,
@@ -72,7 +96,7 @@ pub struct PyConsts {
     pub empty: Py<PyString>,
     pub methods: Vec<(&'static str, Py<PyString>)>,
     /// `KNOWN_HEADERS` with their interned keys, ordered by name length.
-    headers: Vec<(&'static str, Py<PyString>)>,
+    headers: Vec<KnownHeader>,
     /// The headers whose names have `n` bytes are `headers[header_starts[n]..header_starts[n + 1]]`.
     header_starts: Vec<usize>,
 }
@@ -81,11 +105,18 @@ impl PyConsts {
     #[must_use]
     pub fn new(py: Python<'_>) -> Self {
         let s = |text: &str| PyString::intern(py, text).unbind();
-        let mut headers: Vec<_> = KNOWN_HEADERS.iter().map(|(name, key)| (*name, s(key))).collect();
-        headers.sort_by_key(|(name, _)| name.len());
-        let longest = headers.last().map_or(0, |(name, _)| name.len());
+        let mut headers: Vec<_> = KNOWN_HEADERS
+            .iter()
+            .map(|(name, key)| KnownHeader {
+                name,
+                words: name_words(name.as_bytes()),
+                key: s(key),
+            })
+            .collect();
+        headers.sort_by_key(|known| known.name.len());
+        let longest = headers.last().map_or(0, |known| known.name.len());
         let header_starts = (0..=longest + 1)
-            .map(|len| headers.partition_point(|(name, _)| name.len() < len))
+            .map(|len| headers.partition_point(|known| known.name.len() < len))
             .collect();
         PyConsts {
             request_method: s("REQUEST_METHOD"),
@@ -108,16 +139,25 @@ impl PyConsts {
     }
 
     /// The prebuilt environ key for a header name, if it is a common one, with its index (below 64, the same
-    /// for every spelling of the name). Only names of the same length are compared.
+    /// for every spelling of the name). Only known names of the same length are compared, and those by two
+    /// words each (`name_words`): several share a length and a long prefix (`sec-fetch-*`).
     #[must_use]
     pub fn header_key(&self, name: &[u8]) -> Option<(usize, &Py<PyString>)> {
         let (&start, &end) = (
             self.header_starts.get(name.len())?,
             self.header_starts.get(name.len() + 1)?,
         );
+        if start == end {
+            return None;
+        }
+        let words = name_words(name);
         (start..end)
-            .find(|&i| self.headers[i].0.as_bytes().eq_ignore_ascii_case(name))
-            .map(|i| (i, &self.headers[i].1))
+            .find(|&i| {
+                let known = &self.headers[i];
+                // The words cover names up to 16 bytes; a longer one is compared whole too.
+                known.words == words && (name.len() <= 16 || known.name.as_bytes().eq_ignore_ascii_case(name))
+            })
+            .map(|i| (i, &self.headers[i].key))
     }
 }
 
@@ -140,12 +180,17 @@ mod tests {
                 }
             }
             assert_eq!(indexes.len(), KNOWN_HEADERS.len(), "one index per header");
+            // Also names of a known length that differ inside (past 16 bytes, only in the middle).
             for unknown in [
                 "",
                 "x",
                 "hosts",
                 "hos",
+                "hust",
                 "x-custom-header",
+                "sec-fetch-sitf",
+                "if-modifXed-since",
+                "upgrade-insecure-reXuests",
                 "a-name-longer-than-any-known-one",
             ] {
                 assert!(consts.header_key(unknown.as_bytes()).is_none(), "{unknown}");
