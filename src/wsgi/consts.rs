@@ -69,14 +69,14 @@ struct KnownHeader {
 /// up to letter case, for names of up to 16 bytes.
 fn name_words(name: &[u8]) -> (u64, u64) {
     const LOWER: u64 = 0x2020_2020_2020_2020;
-    let word = |bytes: &[u8]| {
+    let word = |bytes: [u8; 8]| u64::from_le_bytes(bytes) | LOWER;
+    if let (Some(&head), Some(&tail)) = (name.first_chunk::<8>(), name.last_chunk::<8>()) {
+        (word(head), word(tail))
+    } else {
         let mut padded = [0u8; 8];
-        padded[..bytes.len()].copy_from_slice(bytes);
-        u64::from_le_bytes(padded) | LOWER
-    };
-    let head = &name[..name.len().min(8)];
-    let tail = &name[name.len().saturating_sub(8)..];
-    (word(head), word(tail))
+        padded[..name.len()].copy_from_slice(name);
+        (word(padded), word(padded))
+    }
 }
 
 /// Interned keys and shared values, owned by the server for its lifetime.

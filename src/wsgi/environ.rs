@@ -165,12 +165,6 @@ pub fn build_environ<'py>(
     let mut seen = 0u64;
     for (i, header) in head.headers.iter().enumerate() {
         let name = &buf[header.name.clone()];
-        // Names with `_` are dropped: they would collide with the `-` form and let a client spoof a header
-        // such as X-Auth-User that a proxy in front sets.
-        if name.contains(&b'_') {
-            continue;
-        }
-        let value = trim_ows(&buf[header.value.clone()]);
         let (key, repeated) = match consts.header_key(name) {
             Some((index, key)) => {
                 let bit = 1u64 << index;
@@ -178,11 +172,15 @@ pub fn build_environ<'py>(
                 seen |= bit;
                 (key.bind(py).clone(), repeated)
             }
+            // Names with `_` (never a known one) are dropped: they would collide with the `-` form and let a
+            // client spoof a header such as X-Auth-User that a proxy in front sets.
+            None if name.contains(&b'_') => continue,
             None => (
                 PyString::new(py, &environ_key(name)),
                 repeated_earlier(&head.headers[..i], name, buf),
             ),
         };
+        let value = trim_ows(&buf[header.value.clone()]);
         if content_length.is_some() && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
