@@ -24,9 +24,8 @@ pub struct EnvironRules {
     pub root_path: Vec<u8>,
 }
 
-/// Entries the roomy template's table holds at least: the template's own (about 19) plus a desktop browser's 13
-/// request headers, with room to spare.
-const ROOMY_ENTRIES: ffi::Py_ssize_t = 40;
+/// Headers the roomy template has room for beyond its own entries (about 19): a desktop browser sends 13.
+const ROOMY_HEADERS: usize = 21;
 
 /// The environ templates of one listener: `base` (the listener's constant keys) plus, with empty values, the keys
 /// `build_environ` and the caller set for every request, in two hash table sizes.
@@ -51,8 +50,9 @@ impl EnvironTemplate {
         let py = base.py();
         let compact = base.copy()?;
         add_per_request_keys(consts, &compact)?;
+        let roomy_entries = ffi::Py_ssize_t::try_from(compact.len() + ROOMY_HEADERS).unwrap_or(ffi::Py_ssize_t::MAX);
         // SAFETY: _PyDict_NewPresized returns a new reference, or NULL with an exception set.
-        let roomy = unsafe { Bound::from_owned_ptr_or_err(py, ffi::_PyDict_NewPresized(ROOMY_ENTRIES))? };
+        let roomy = unsafe { Bound::from_owned_ptr_or_err(py, ffi::_PyDict_NewPresized(roomy_entries))? };
         let roomy = roomy.cast_into::<PyDict>()?;
         // One by one: `update` would give the empty dict a copy of `base`'s own table.
         for (key, value) in compact.iter() {
@@ -103,13 +103,12 @@ fn table_capacity(dict: &Bound<'_, PyDict>) -> PyResult<usize> {
     let size_of = |d: &Bound<'_, PyDict>| -> PyResult<usize> { d.call_method0("__sizeof__")?.extract() };
     let probe = dict.copy()?;
     let allocated = size_of(&probe)?;
-    for extra in 0.. {
-        if size_of(&probe)? != allocated {
-            return Ok(probe.len() - 1);
-        }
+    let mut extra = 0;
+    while size_of(&probe)? == allocated {
         probe.set_item(format!("\0capacity probe {extra}"), 0)?;
+        extra += 1;
     }
-    unreachable!("a dict grows before usize::MAX entries")
+    Ok(probe.len() - 1)
 }
 
 /// Builds the environ for `head`, whose ranges index `buf`. `content_length` overrides the header (set for
