@@ -185,23 +185,23 @@ fn coarse_clock(id: libc::clockid_t) -> Duration {
     )
 }
 
-/// The calling thread's kernel thread id.
+/// The calling thread's `/proc/self/task/TID/stat`, opened once so that `thread_is_sleeping` only reads it: opening
+/// a `/proc` file costs about three times reading it, and the watcher asks up to a thousand times a second.
 #[must_use]
-pub fn kernel_thread_id() -> i32 {
+pub fn own_thread_stat() -> Option<std::fs::File> {
     // SAFETY: gettid has no preconditions and cannot fail.
-    unsafe { libc::gettid() }
+    let tid = unsafe { libc::gettid() };
+    std::fs::File::open(format!("/proc/self/task/{tid}/stat")).ok()
 }
 
-/// True when thread `tid` of this process is asleep in the kernel (waiting on I/O, a timer or a lock), as
-/// opposed to running or ready to run. Reads `/proc/self/task/TID/stat`; false when it cannot be read.
+/// True when the thread whose stat file is `stat` (from `own_thread_stat`) is asleep in the kernel (waiting on
+/// I/O, a timer or a lock), as opposed to running or ready to run; false when it cannot be read.
 #[must_use]
-pub fn thread_is_sleeping(tid: i32) -> bool {
-    use std::io::Read;
+pub fn thread_is_sleeping(stat: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
     let mut buf = [0u8; 512];
-    let Ok(mut file) = std::fs::File::open(format!("/proc/self/task/{tid}/stat")) else {
-        return false;
-    };
-    let Ok(n) = file.read(&mut buf) else { return false };
+    // Each read from offset 0 is a fresh snapshot of the thread.
+    let Ok(n) = stat.read_at(&mut buf, 0) else { return false };
     // `pid (comm) S ...`: the state letter follows the last `)`, since comm may itself contain one.
     let stat = &buf[..n];
     stat.iter()
@@ -216,5 +216,28 @@ pub fn shutdown_write(fd: RawFd) {
     // still the socket it means.
     unsafe {
         libc::shutdown(fd, libc::SHUT_WR);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_is_sleeping_tells_a_sleeping_thread_from_a_running_one() {
+        let own = own_thread_stat().expect("own stat file");
+        // Reading its own state, a thread is running.
+        assert!(!thread_is_sleeping(&own));
+        let (send, receive) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            send.send(own_thread_stat().expect("sleeper's stat file")).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        });
+        let stat = receive.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(thread_is_sleeping(&stat));
+        sleeper.join().unwrap();
+        // The same open file, read again, shows the thread gone: each read is a fresh snapshot.
+        assert!(!thread_is_sleeping(&stat));
     }
 }

@@ -17,10 +17,11 @@ pub mod listener;
 pub mod slab;
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -146,8 +147,8 @@ struct AppThread {
     /// When its current request entered the application (nanoseconds on `Shared::clock`, plus one), or 0 while
     /// it is outside. Tells a request that is running fresh from one that has been inside for a while.
     entered: AtomicU64,
-    /// Its kernel thread id, to ask the kernel whether it is blocked (0 until the thread starts).
-    tid: AtomicI32,
+    /// Its `/proc` stat file, to ask the kernel whether it is blocked (unset until the thread starts).
+    stat: OnceLock<File>,
     /// The token of the connection whose request it runs (meaningful while `entered` is set).
     serving: AtomicUsize,
     /// Requests it completed. Only this thread writes it, so counting needs no locked instruction; readers sum
@@ -327,9 +328,9 @@ impl Shared {
             self.watcher_main(worker);
             return;
         }
-        self.app_threads[index]
-            .tid
-            .store(crate::sys::kernel_thread_id(), Ordering::Release);
+        if let Some(stat) = crate::sys::own_thread_stat() {
+            let _ = self.app_threads[index].stat.set(stat);
+        }
         let mut since_poll = 0;
         loop {
             if self.stopping() {
@@ -430,8 +431,10 @@ impl Shared {
 
     /// True when app thread `index` is blocked in the kernel.
     fn app_thread_sleeping(&self, index: usize) -> bool {
-        let tid = self.app_threads[index].tid.load(Ordering::Acquire);
-        tid != 0 && crate::sys::thread_is_sleeping(tid)
+        self.app_threads[index]
+            .stat
+            .get()
+            .is_some_and(crate::sys::thread_is_sleeping)
     }
 
     /// Nanoseconds since the server started, never 0 (0 marks a thread outside the application).
