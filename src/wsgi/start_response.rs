@@ -330,8 +330,7 @@ impl StartResponse {
         let mut sent = self.state.lock().sent;
         let staged = self.conn.streaming.load(std::sync::atomic::Ordering::Acquire);
         if staged || sent.is_none_or(|s| s.framing == Framing::Chunked && !s.terminated) {
-            self.send(py, &[], true)?;
-            sent = self.state.lock().sent;
+            sent = Some(self.deliver(py, &[], true, false)?);
         }
         Ok(sent.is_some_and(|sent| self.keeps_connection(&sent)))
     }
