@@ -140,12 +140,12 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
     let mut seen_request_line = false;
     loop {
         let rest = &buf[line_start..];
-        let limit = if seen_request_line {
-            limits.field_size
+        let (limit, too_long) = if seen_request_line {
+            (limits.field_size, HttpError::HeaderFieldsTooLarge)
         } else {
-            limits.request_line
+            (limits.request_line, HttpError::UriTooLong)
         };
-        let line = next_line(rest, limit, seen_request_line)?;
+        let line = next_line(rest, limit, too_long)?;
         let Some((content_len, line_len)) = line else {
             return Ok(None);
         };
@@ -167,33 +167,28 @@ fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HttpError> {
     }
 }
 
-/// The first line of `rest`: its length without and with its CRLF, or `None` while it is incomplete. One SIMD
-/// search for the first CR or LF finds both the line end and any bare CR or LF (RFC 9112 §2.2: refused rather
-/// than guessed at). Of several faults, the one whose byte comes first in the stream is reported, so the answer
-/// does not depend on where a read happened to split the request.
-fn next_line(rest: &[u8], limit: usize, seen_request_line: bool) -> Result<Option<(usize, usize)>, HttpError> {
-    let too_long = if seen_request_line {
-        HttpError::HeaderFieldsTooLarge
-    } else {
-        HttpError::UriTooLong
-    };
+/// The first line of `rest`: its length without and with its CRLF, or `None` while it is incomplete; `too_long`
+/// when it passes `limit`. One SIMD search for the first CR or LF finds both the line end and any bare CR or LF
+/// (RFC 9112 §2.2: refused rather than guessed at). Of several faults, the one whose byte comes first in the
+/// stream is reported, so the answer does not depend on where a read happened to split the request.
+fn next_line(rest: &[u8], limit: usize, too_long: HttpError) -> Result<Option<(usize, usize)>, HttpError> {
     let Some(end) = memchr::memchr2(b'\r', b'\n', rest) else {
         return if rest.len() > limit { Err(too_long) } else { Ok(None) };
     };
-    let line_end = match (rest[end], rest.get(end + 1)) {
-        (b'\r', Some(b'\n')) => Some(end + 2),
-        // A final CR may be the start of CRLF.
-        (b'\r', None) => None,
-        (b'\r', Some(_)) if end <= limit => return Err(HttpError::BadRequest("bare CR in request head")),
-        // A bare CR past the limit: the line is too long before its CR matters.
-        (b'\r', Some(_)) => return Err(too_long),
-        _ if end > limit => return Err(too_long),
-        _ => return Err(HttpError::BadRequest("bare LF in request head")),
-    };
+    let (found, next) = (rest[end], rest.get(end + 1));
+    // A bare CR within the limit comes before the line is too long; past it, the length is the first fault.
+    if found == b'\r' && next.is_some_and(|&b| b != b'\n') && end <= limit {
+        return Err(HttpError::BadRequest("bare CR in request head"));
+    }
     if end > limit {
         return Err(too_long);
     }
-    Ok(line_end.map(|line_end| (end, line_end)))
+    match (found, next) {
+        (b'\r', Some(b'\n')) => Ok(Some((end, end + 2))),
+        // A final CR may be the start of CRLF.
+        (b'\r', None) => Ok(None),
+        _ => Err(HttpError::BadRequest("bare LF in request head")),
+    }
 }
 
 /// RFC 9112 §3.2: origin-form, absolute-form, authority-form (CONNECT) or asterisk-form (OPTIONS).
