@@ -185,29 +185,46 @@ fn coarse_clock(id: libc::clockid_t) -> Duration {
     )
 }
 
-/// The calling thread's `/proc/self/task/TID/stat`, opened once so that `thread_is_sleeping` only reads it: opening
-/// a `/proc` file costs about three times reading it, and the watcher asks up to a thousand times a second.
+/// The calling thread's `/proc/self/task/TID/syscall`, opened once so that `thread_activity` only reads it:
+/// opening a `/proc` file costs about three times reading it, and the watcher asks up to a thousand times a second.
 #[must_use]
-pub fn own_thread_stat() -> Option<std::fs::File> {
+pub fn own_thread_syscall() -> Option<std::fs::File> {
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
-    std::fs::File::open(format!("/proc/self/task/{tid}/stat")).ok()
+    std::fs::File::open(format!("/proc/self/task/{tid}/syscall")).ok()
 }
 
-/// True when the thread whose stat file is `stat` (from `own_thread_stat`) is asleep in the kernel (waiting on
-/// I/O, a timer or a lock), as opposed to running or ready to run; false when it cannot be read.
+/// What a thread is doing at the moment it is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadActivity {
+    /// On a CPU or ready for one; also when it cannot be told.
+    Running,
+    /// Asleep in futex(2): waiting for a lock or a condition, the interpreter's GIL among them.
+    Waiting,
+    /// Asleep in any other system call: on a socket, a pipe, a timer, poll.
+    Blocked,
+}
+
+/// What the thread whose syscall file is `syscall` (from `own_thread_syscall`) is doing. The file reads `running`
+/// for a thread on a CPU, and the number and arguments of the system call a sleeping thread is in.
 #[must_use]
-pub fn thread_is_sleeping(stat: &std::fs::File) -> bool {
+pub fn thread_activity(syscall: &std::fs::File) -> ThreadActivity {
     use std::os::unix::fs::FileExt;
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; 32];
     // Each read from offset 0 is a fresh snapshot of the thread.
-    let Ok(n) = stat.read_at(&mut buf, 0) else { return false };
-    // `pid (comm) S ...`: the state letter follows the last `)`, since comm may itself contain one.
-    let stat = &buf[..n];
-    stat.iter()
-        .rposition(|&b| b == b')')
-        .and_then(|close| stat.get(close + 2))
-        .is_some_and(|&state| matches!(state, b'S' | b'D'))
+    let Ok(n) = syscall.read_at(&mut buf, 0) else {
+        return ThreadActivity::Running;
+    };
+    let number = buf[..n].split(|&b| b == b' ').next().unwrap_or_default();
+    match std::str::from_utf8(number)
+        .ok()
+        .and_then(|n| n.parse::<libc::c_long>().ok())
+    {
+        Some(libc::SYS_futex) => ThreadActivity::Waiting,
+        // -1: stopped outside a system call (a page fault, a debugger), with the GIL still held if it had it.
+        Some(nr) if nr >= 0 => ThreadActivity::Blocked,
+        _ => ThreadActivity::Running,
+    }
 }
 
 /// Shuts a socket for writing (the peer sees the end of the stream); errors are irrelevant here.
@@ -224,20 +241,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thread_is_sleeping_tells_a_sleeping_thread_from_a_running_one() {
-        let own = own_thread_stat().expect("own stat file");
-        // Reading its own state, a thread is running.
-        assert!(!thread_is_sleeping(&own));
-        let (send, receive) = std::sync::mpsc::channel();
-        let sleeper = std::thread::spawn(move || {
-            send.send(own_thread_stat().expect("sleeper's stat file")).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(300));
+    fn thread_activity_tells_running_from_waiting_on_a_lock_from_blocked_on_io() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinner_stop = stop.clone();
+        let (spinner, spinner_file) = spawn_with_syscall_file(move || {
+            while !spinner_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
         });
-        let stat = receive.recv().unwrap();
+        let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+        let held = lock.lock().unwrap();
+        let waiter_lock = lock.clone();
+        let (waiter, waiter_file) = spawn_with_syscall_file(move || drop(waiter_lock.lock().unwrap()));
+        let (sleeper, sleeper_file) =
+            spawn_with_syscall_file(|| std::thread::sleep(std::time::Duration::from_millis(300)));
         std::thread::sleep(std::time::Duration::from_millis(100));
-        assert!(thread_is_sleeping(&stat));
+        // A thread on a CPU between system calls reads as running. (A thread reading its own file would see the
+        // read itself: the watcher only asks about other threads.)
+        assert_eq!(thread_activity(&spinner_file), ThreadActivity::Running);
+        assert_eq!(thread_activity(&waiter_file), ThreadActivity::Waiting);
+        assert_eq!(thread_activity(&sleeper_file), ThreadActivity::Blocked);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spinner.join().unwrap();
+        drop(held);
+        waiter.join().unwrap();
         sleeper.join().unwrap();
         // The same open file, read again, shows the thread gone: each read is a fresh snapshot.
-        assert!(!thread_is_sleeping(&stat));
+        assert_eq!(thread_activity(&sleeper_file), ThreadActivity::Running);
+    }
+
+    /// Runs `body` on a new thread, returning the thread and its syscall file.
+    fn spawn_with_syscall_file(body: impl FnOnce() + Send + 'static) -> (std::thread::JoinHandle<()>, std::fs::File) {
+        let (send, receive) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            send.send(own_thread_syscall().expect("syscall file")).unwrap();
+            body();
+        });
+        (thread, receive.recv().unwrap())
     }
 }

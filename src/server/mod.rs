@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use crate::http::response::{encode_error, encode_simple, encode_simple_with, CON
 use crate::http::{parse_request, BodyDecoder, BodyKind, HttpError, Limits, Parsed, RequestHead};
 
 use crate::http::proxy_protocol::parse_proxy_header;
+use crate::sys::ThreadActivity;
 use connection::{Conn, ConnIo, Peer, ReadStatus};
 use deadline::{Deadlines, Overdue};
 pub use handler::{Body, Control, Exchange, Handler, Outcome, Worker};
@@ -52,7 +53,8 @@ const LONG_REQUEST: Duration = Duration::from_millis(20);
 /// The watcher takes a request younger than this to be running without asking the kernel: under a load of short
 /// requests it looks every millisecond, and a read of `/proc` costs more than most such requests take.
 const ASK_KERNEL_AFTER: Duration = Duration::from_micros(100);
-/// How long the watcher keeps looking every `STALL / 4` after it saw a request blocked in the kernel.
+/// How long after the watcher last saw a request blocked on I/O it keeps looking every `STALL / 4` and free threads
+/// start work beside those in the application (`Shared::app_blocks`).
 const BLOCKED_MEMORY: Duration = Duration::from_millis(50);
 /// Idle watcher ticks before the watcher stops ticking until the next request enters the application.
 const IDLE_TICKS: u32 = 50;
@@ -94,7 +96,6 @@ pub struct LoopConfig {
 /// A running server: threads, poll, connections.
 pub struct Server {
     shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 struct PollState {
@@ -119,6 +120,10 @@ struct Shared {
     /// Set by `shutdown(false)`: stop at once, without finishing requests.
     aborted: AtomicBool,
     in_app: AtomicUsize,
+    /// The watcher saw a request blocked in the kernel within `BLOCKED_MEMORY`. A blocked thread has released the
+    /// GIL, so while this holds, free threads poll and start queued requests beside those in the application, as
+    /// in a classic thread pool, instead of waiting for the watcher to hand work over one thread a tick.
+    app_blocks: AtomicBool,
     /// What each app thread is doing, read by the others and by the watcher.
     app_threads: Box<[AppThread]>,
     idle: Mutex<Idle>,
@@ -139,6 +144,16 @@ struct Shared {
     clock: Instant,
     /// `sys::coarse_now()` when the server started: the origin of `now()`.
     coarse_start: Duration,
+    /// Starts threads (set by `Server::start`).
+    spawner: OnceLock<Spawner>,
+    /// Every thread started, joined by `Server::wait`.
+    handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What a new thread needs: the server (weakly, so that the server does not own itself) and the handler.
+struct Spawner {
+    shared: Weak<Shared>,
+    handler: Arc<dyn Handler>,
 }
 
 /// One app thread as the other threads see it.
@@ -147,8 +162,9 @@ struct AppThread {
     /// When its current request entered the application (nanoseconds on `Shared::clock`, plus one), or 0 while
     /// it is outside. Tells a request that is running fresh from one that has been inside for a while.
     entered: AtomicU64,
-    /// Its `/proc` stat file, to ask the kernel whether it is blocked (unset until the thread starts).
-    stat: OnceLock<File>,
+    /// Its `/proc` syscall file, to ask the kernel whether it is blocked, and on what (unset until the thread
+    /// starts).
+    syscall: OnceLock<File>,
     /// The token of the connection whose request it runs (meaningful while `entered` is set).
     serving: AtomicUsize,
     /// Requests it completed. Only this thread writes it, so counting needs no locked instruction; readers sum
@@ -164,8 +180,10 @@ struct Idle {
     /// (mirrored in `Shared::watcher_deep` so the hot path can check it without the lock).
     watcher_deep: bool,
     spares: usize,
+    /// App threads started so far (at most `LoopConfig::threads`); they take the indexes below this.
+    app_threads_started: usize,
     running_threads: usize,
-    /// When the watcher last saw a request blocked in the kernel.
+    /// When the watcher last saw a request blocked on I/O (see `ThreadActivity::Blocked`).
     blocked_seen: Option<Instant>,
 }
 
@@ -200,6 +218,7 @@ impl Server {
             stopped: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             in_app: AtomicUsize::new(0),
+            app_blocks: AtomicBool::new(false),
             app_threads,
             idle: Mutex::new(Idle::default()),
             watcher_deep: AtomicBool::new(false),
@@ -212,40 +231,35 @@ impl Server {
             done_cv: Condvar::new(),
             clock: Instant::now(),
             coarse_start: crate::sys::coarse_now(),
+            spawner: OnceLock::new(),
+            handles: Mutex::new(Vec::new()),
         });
-        Ok(Server {
-            shared,
-            threads: Mutex::new(Vec::new()),
-        })
+        Ok(Server { shared })
     }
 
-    /// Starts the server threads.
+    /// Starts the watcher and the first app thread; the others start when requests block or run long (see
+    /// `Shared::start_app_thread`).
     ///
     /// # Errors
     /// Thread creation failures.
     pub fn start(&self, handler: &Arc<dyn Handler>) -> io::Result<()> {
-        let mut threads = self.threads.lock();
-        // One thread more than may run the app: see `thread_main`.
-        for i in 0..=self.shared.config.threads.max(1) {
-            let shared = self.shared.clone();
-            let handler = handler.clone();
-            shared.idle.lock().running_threads += 1;
-            let spawned = std::thread::Builder::new()
-                .name(format!("rustwsgi-{i}"))
-                .spawn(move || {
-                    handler.thread_scope(&mut |worker| shared.thread_main(i, worker));
-                    shared.thread_exited();
-                });
-            match spawned {
-                Ok(handle) => threads.push(handle),
-                Err(e) => {
-                    self.shared.idle.lock().running_threads -= 1;
-                    self.shutdown(false);
-                    return Err(e);
-                }
-            }
+        let spawner = Spawner {
+            shared: Arc::downgrade(&self.shared),
+            handler: handler.clone(),
+        };
+        if self.shared.spawner.set(spawner).is_err() {
+            return Err(io::Error::other("server already started"));
         }
-        Ok(())
+        let mut idle = self.shared.idle.lock();
+        let started = self
+            .shared
+            .spawn_thread(&mut idle, self.shared.config.threads)
+            .and_then(|()| self.shared.start_app_thread(&mut idle));
+        drop(idle);
+        if started.is_err() {
+            self.shutdown(false);
+        }
+        started
     }
 
     /// Begins stopping. Graceful: stop accepting, close idle connections, finish the requests in progress.
@@ -282,7 +296,8 @@ impl Server {
             }
         }
         drop(idle);
-        for handle in self.threads.lock().drain(..) {
+        let handles = std::mem::take(&mut *self.shared.handles.lock());
+        for handle in handles {
             // A thread that panicked outside a request has already been reported by the panic hook.
             let _ = handle.join();
         }
@@ -323,13 +338,46 @@ impl Shared {
 
     /// The life of server thread `index`. Threads `0..threads` run the application; the one beyond them, the
     /// watcher, never does (so `--threads` bounds both concurrency and the threads an app ever sees).
+    /// Starts another app thread, unless all `threads` run already or the server is stopping; true when one
+    /// started. Threads start on demand, when work waits and no started thread rests, so an app whose requests
+    /// never block or run long keeps one app thread however many it may have; once started, a thread stays.
+    fn start_app_thread(&self, idle: &mut Idle) -> io::Result<()> {
+        if idle.app_threads_started >= self.config.threads {
+            return Err(io::Error::other("no app thread left to start"));
+        }
+        self.spawn_thread(idle, idle.app_threads_started)?;
+        idle.app_threads_started += 1;
+        Ok(())
+    }
+
+    /// Starts thread `index` (the watcher for `index == threads`). Called under `idle`, which the thread's exit
+    /// takes too, so it is counted as running before it could end.
+    fn spawn_thread(&self, idle: &mut Idle, index: usize) -> io::Result<()> {
+        let (Some(spawner), false) = (self.spawner.get(), self.stopping()) else {
+            return Err(io::Error::other("server not running"));
+        };
+        let Some(shared) = spawner.shared.upgrade() else {
+            return Err(io::Error::other("server gone"));
+        };
+        let handler = spawner.handler.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("rustwsgi-{index}"))
+            .spawn(move || {
+                handler.thread_scope(&mut |worker| shared.thread_main(index, worker));
+                shared.thread_exited();
+            })?;
+        idle.running_threads += 1;
+        self.handles.lock().push(handle);
+        Ok(())
+    }
+
     fn thread_main(&self, index: usize, worker: &dyn Worker) {
         if index >= self.config.threads {
             self.watcher_main(worker);
             return;
         }
-        if let Some(stat) = crate::sys::own_thread_stat() {
-            let _ = self.app_threads[index].stat.set(stat);
+        if let Some(syscall) = crate::sys::own_thread_syscall() {
+            let _ = self.app_threads[index].syscall.set(syscall);
         }
         let mut since_poll = 0;
         loop {
@@ -374,7 +422,11 @@ impl Shared {
             }
             // While another thread is in the application, this one polls only when the watcher says that thread
             // stalled: otherwise a CPU-bound app would have two threads fighting over the GIL.
-            if self.in_app.load(Ordering::Acquire) == 0 || self.take_handoff() {
+            // (A hand-off is taken even while requests block on I/O: `rest` returns at once while one is left.)
+            if self.in_app.load(Ordering::Acquire) == 0
+                || self.take_handoff()
+                || self.app_blocks.load(Ordering::Acquire)
+            {
                 if let Some(mut state) = self.poll.try_lock() {
                     self.poll_once(&mut state, Duration::ZERO);
                     continue;
@@ -385,9 +437,9 @@ impl Shared {
     }
 
     /// The next queued request, unless app thread `index` should leave it to another (see
-    /// `fresh_request_elsewhere`).
+    /// `fresh_request_elsewhere`; not asked while requests block on I/O, see `app_blocks`).
     fn take_queued(&self, index: usize) -> Option<Exchange> {
-        if self.fresh_request_elsewhere(index) {
+        if !self.app_blocks.load(Ordering::Acquire) && self.fresh_request_elsewhere(index) {
             return None;
         }
         self.queue.lock().pop_front()
@@ -406,7 +458,7 @@ impl Shared {
             return false;
         }
         self.requests_in_app()
-            .any(|(i, age)| i != index && age < LONG_REQUEST && !self.app_thread_sleeping(i))
+            .any(|(i, age)| i != index && age < LONG_REQUEST && self.app_thread_activity(i) == ThreadActivity::Running)
     }
 
     /// True when a request has been in the application for `LONG_REQUEST` or more.
@@ -414,10 +466,14 @@ impl Shared {
         self.requests_in_app().any(|(_, age)| age >= LONG_REQUEST)
     }
 
-    /// True when a thread inside the application is blocked in the kernel.
-    fn request_blocked(&self) -> bool {
+    /// How the first thread found asleep among those inside the application for `ASK_KERNEL_AFTER` or more
+    /// sleeps (`Running` when none does). Only the first is asked about: each answer costs a read of `/proc`.
+    fn blocked_request(&self) -> ThreadActivity {
         self.requests_in_app()
-            .any(|(i, age)| age >= ASK_KERNEL_AFTER && self.app_thread_sleeping(i))
+            .filter(|&(_, age)| age >= ASK_KERNEL_AFTER)
+            .map(|(i, _)| self.app_thread_activity(i))
+            .find(|&activity| activity != ThreadActivity::Running)
+            .unwrap_or(ThreadActivity::Running)
     }
 
     /// The app threads inside the application, with how long their current request has been there.
@@ -429,12 +485,12 @@ impl Shared {
         })
     }
 
-    /// True when app thread `index` is blocked in the kernel.
-    fn app_thread_sleeping(&self, index: usize) -> bool {
+    /// What app thread `index` is doing.
+    fn app_thread_activity(&self, index: usize) -> ThreadActivity {
         self.app_threads[index]
-            .stat
+            .syscall
             .get()
-            .is_some_and(crate::sys::thread_is_sleeping)
+            .map_or(ThreadActivity::Running, crate::sys::thread_activity)
     }
 
     /// Nanoseconds since the server started, never 0 (0 marks a thread outside the application).
@@ -462,10 +518,11 @@ impl Shared {
             if self.stopping() || idle.handoffs > 0 {
                 return;
             }
-            // Nobody is in the app and work waits, or nobody polls: this thread takes it. (A leading thread between
-            // two queued requests is briefly in neither state; it takes the next request itself, and at worst this
-            // thread finds nothing and rests again.)
-            if self.in_app.load(Ordering::Acquire) == 0 && (!self.poll.is_locked() || !self.queue.lock().is_empty()) {
+            // Nobody is in the app (or those in it block on I/O) and work waits, or nobody polls: this thread takes
+            // it. (A leading thread between two queued requests is briefly in neither state; it takes the next
+            // request itself, and at worst this thread finds nothing and rests again.)
+            let may_start = self.in_app.load(Ordering::Acquire) == 0 || self.app_blocks.load(Ordering::Acquire);
+            if may_start && (!self.poll.is_locked() || !self.queue.lock().is_empty()) {
                 return;
             }
             idle.spares += 1;
@@ -510,9 +567,9 @@ impl Shared {
                 }
             }
             if self.in_app.load(Ordering::Acquire) < self.config.threads {
-                // An app thread is free: hand it the poll and the queued work.
+                // An app thread is free, or may start: hand it the poll and the queued work.
                 let mut idle = self.idle.lock();
-                if idle.spares > 0 {
+                if idle.spares > 0 || self.start_app_thread(&mut idle).is_ok() {
                     idle.handoffs += 1;
                     self.spare_cv.notify_one();
                 }
@@ -563,10 +620,11 @@ impl Shared {
                 quiet_ticks = 0;
             } else {
                 // Requests that block on I/O were seen lately: look more often, so threads join them sooner.
-                let tick = match idle.blocked_seen {
-                    Some(seen) if seen.elapsed() < BLOCKED_MEMORY => STALL / 4,
-                    _ => STALL,
-                };
+                let blocking_lately = idle.blocked_seen.is_some_and(|seen| seen.elapsed() < BLOCKED_MEMORY);
+                if !blocking_lately && self.app_blocks.load(Ordering::Relaxed) {
+                    self.app_blocks.store(false, Ordering::Release);
+                }
+                let tick = if blocking_lately { STALL / 4 } else { STALL };
                 self.watch_cv.wait_for(&mut idle, tick);
             }
             if self.stopping() {
@@ -584,11 +642,22 @@ impl Shared {
                 }
             }
             let work_waiting = in_app > 0 && (!self.queue.lock().is_empty() || !self.poll.is_locked());
-            // A request blocked in the kernel (on I/O, with the GIL released) while other work waits for its
-            // thread: hand the work to a free thread.
-            if work_waiting && self.request_blocked() {
-                idle.blocked_seen = Some(Instant::now());
-                return;
+            let app_blocks = self.app_blocks.load(Ordering::Relaxed);
+            if work_waiting || (app_blocks && in_app > 0) {
+                // A request asleep in the kernel has released the GIL: while work waits, hand it to a free thread.
+                // One blocked on I/O (not on a lock, which may be the GIL itself) means the app blocks: free
+                // threads start work beside it from now on, and the watcher keeps looking while they do, so that
+                // it still knows when no work waits.
+                let blocked = self.blocked_request();
+                if blocked == ThreadActivity::Blocked {
+                    idle.blocked_seen = Some(Instant::now());
+                    if !app_blocks {
+                        self.app_blocks.store(true, Ordering::Release);
+                    }
+                }
+                if work_waiting && blocked != ThreadActivity::Running {
+                    return;
+                }
             }
             if last_at.elapsed() < STALL {
                 continue;
@@ -681,7 +750,10 @@ impl Shared {
                 }
             }
         }
-        self.queue_all(ready);
+        let queued = self.queue_all(ready);
+        if queued > 0 && self.app_blocks.load(Ordering::Acquire) {
+            self.wake_spares(queued);
+        }
         if self.accept_paused.load(Ordering::Acquire) && !self.at_connection_limit() {
             // Edge-triggered listeners will not report the connections left queued while paused.
             self.accept_paused.store(false, Ordering::Release);
@@ -858,17 +930,35 @@ impl Shared {
     }
 
     /// Queues the requests in `ready` in their order, leaving it empty; those beyond the queue's room are shed.
-    fn queue_all(&self, ready: &mut Vec<Exchange>) {
+    /// Returns how many were queued.
+    fn queue_all(&self, ready: &mut Vec<Exchange>) -> usize {
         if ready.is_empty() {
-            return;
+            return 0;
         }
         let mut queue = self.queue.lock();
         let room = self.config.max_queue.max(1).saturating_sub(queue.len());
         let excess = ready.split_off(room.min(ready.len()));
+        let queued = ready.len();
         queue.extend(ready.drain(..));
         drop(queue);
         for exchange in excess {
             self.shed(exchange);
+        }
+        queued
+    }
+
+    /// Wakes (or starts) up to `count` app threads to take queued requests (while requests block on I/O): the
+    /// polling thread runs one itself, so one of those woken may find nothing left and poll in its place.
+    fn wake_spares(&self, count: usize) {
+        let mut idle = self.idle.lock();
+        let resting = count.min(idle.spares);
+        for _ in 0..resting {
+            self.spare_cv.notify_one();
+        }
+        for _ in resting..count {
+            if self.start_app_thread(&mut idle).is_err() {
+                break;
+            }
         }
     }
 
