@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import requests
 from conftest import raw_request
@@ -50,6 +51,39 @@ def test_timeout_spares_a_response_that_keeps_streaming(serve):
     assert response.status_code == 200
     assert response.text == ''.join(f'block {i}\n' for i in range(10))
     assert 'timed out' not in served.log()
+
+
+def app_thread_names(served) -> list[str]:
+    """Names of the server's app threads (`rustwsgi-0`, `rustwsgi-1`, ...; the watcher is `rustwsgi-THREADS`)."""
+    names = []
+    for task in Path(f'/proc/{served.proc.pid}/task').iterdir():
+        try:
+            names.append((task / 'comm').read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(name for name in names if name.startswith('rustwsgi-'))
+
+
+def test_app_threads_start_when_requests_block_and_never_beyond_threads(serve):
+    served = serve('slow:app', '--threads', '6')
+    # At start: the watcher and one app thread, however many may run.
+    assert app_thread_names(served) == ['rustwsgi-0', 'rustwsgi-6']
+    for _ in range(20):
+        assert requests.get(f'{served.url}/fast', timeout=10).text == 'done'
+    # Twelve requests that sleep at once: threads start beside the sleeping ones, up to six.
+    statuses: list[int] = []
+
+    def fetch() -> None:
+        statuses.append(requests.get(f'{served.url}/sleep?0.5', timeout=30).status_code)
+
+    clients = [threading.Thread(target=fetch) for _ in range(12)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    assert statuses == [200] * 12
+    assert served.log().count('slow request entered the app') == 12
+    assert app_thread_names(served) == [f'rustwsgi-{i}' for i in range(7)]
 
 
 def test_requests_waiting_too_long_are_shed_with_503(serve):

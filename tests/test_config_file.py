@@ -77,7 +77,7 @@ def test_pyproject_tool_table(tmp_path: Path, launch: Callable[..., tuple[Proces
 def test_pyproject_without_table_is_ignored(tmp_path: Path) -> None:
     (tmp_path / 'pyproject.toml').write_text('[project]\nname = "demo"\n')
     settings = check_config(tmp_path)
-    assert settings['threads'] == ('4', 'default')
+    assert settings['threads'] == ('64', 'default')
     assert find_config_file(tmp_path) is None
 
 

@@ -361,10 +361,12 @@ class Config:
     )
     threads: int = setting(
         '--threads',
-        default=4,
+        default=64,
         convert=positive_int,
         metavar='INT',
-        help='Number of worker threads running the application; each handles one request at a time.',
+        help='Most requests inside the application at once, one a thread. Threads start as needed: while requests '
+        'block on I/O (a database, an upstream) or run long, up to this many run side by side; otherwise one thread '
+        'runs them all.',
     )
     backlog: int = setting(
         '--backlog',
