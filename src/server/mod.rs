@@ -1,12 +1,14 @@
 //! The event loop and its threads: run-to-completion with lazy takeover.
 //!
-//! A process has `threads` app threads sharing one mio `Poll`, plus one watcher thread. Whichever app thread
-//! holds the poll lock waits for events, accepts, reads and parses (never touching Python), queues complete
-//! requests and then answers them itself: no hand-off between threads on the common path. App threads with
-//! nothing to do rest. The watcher never runs the application: it wakes every millisecond while a request is in
+//! A process has up to `threads` app threads sharing one mio `Poll`, plus one watcher thread; app threads beyond the
+//! first start when work waits and none rests. Whichever app thread holds the poll lock waits for events, accepts,
+//! reads and parses (never touching Python), queues complete requests and then answers them itself: no hand-off
+//! between threads on the common path. App threads with nothing to do rest. The watcher never runs the application: it wakes every millisecond while a request is in
 //! the application, enforces deadlines, and when nothing has completed since its last look while work waits, it
 //! polls in the app threads' place and hands queued requests to a free one, so an app blocked on I/O does not
 //! stall the other connections, and a saturated app still gets its health checks answered and its excess shed.
+//! Once it sees a request blocked on I/O, and for a while after, free threads poll and take queued work beside
+//! those in the application without waiting for it, as in a classic thread pool.
 
 #![forbid(unsafe_code)]
 
@@ -120,7 +122,7 @@ struct Shared {
     /// Set by `shutdown(false)`: stop at once, without finishing requests.
     aborted: AtomicBool,
     in_app: AtomicUsize,
-    /// The watcher saw a request blocked in the kernel within `BLOCKED_MEMORY`. A blocked thread has released the
+    /// The watcher saw a request blocked on I/O within `BLOCKED_MEMORY`. A blocked thread has released the
     /// GIL, so while this holds, free threads poll and start queued requests beside those in the application, as
     /// in a classic thread pool, instead of waiting for the watcher to hand work over one thread a tick.
     app_blocks: AtomicBool,
@@ -336,11 +338,9 @@ impl Shared {
         crate::sys::coarse_now().saturating_sub(self.coarse_start).as_secs()
     }
 
-    /// The life of server thread `index`. Threads `0..threads` run the application; the one beyond them, the
-    /// watcher, never does (so `--threads` bounds both concurrency and the threads an app ever sees).
-    /// Starts another app thread, unless all `threads` run already or the server is stopping; true when one
-    /// started. Threads start on demand, when work waits and no started thread rests, so an app whose requests
-    /// never block or run long keeps one app thread however many it may have; once started, a thread stays.
+    /// Starts another app thread, unless all `threads` run already or the server is stopping. Threads start on
+    /// demand, when work waits and no started thread rests, so an app whose requests never block or run long keeps
+    /// one app thread however many it may have; once started, a thread stays.
     fn start_app_thread(&self, idle: &mut Idle) -> io::Result<()> {
         if idle.app_threads_started >= self.config.threads {
             return Err(io::Error::other("no app thread left to start"));
@@ -371,6 +371,8 @@ impl Shared {
         Ok(())
     }
 
+    /// The life of server thread `index`. Threads `0..threads` run the application; the one beyond them, the
+    /// watcher, never does (so `--threads` bounds both concurrency and the threads an app ever sees).
     fn thread_main(&self, index: usize, worker: &dyn Worker) {
         if index >= self.config.threads {
             self.watcher_main(worker);
@@ -421,8 +423,8 @@ impl Shared {
                 return Some(exchange);
             }
             // While another thread is in the application, this one polls only when the watcher says that thread
-            // stalled: otherwise a CPU-bound app would have two threads fighting over the GIL.
-            // (A hand-off is taken even while requests block on I/O: `rest` returns at once while one is left.)
+            // stalled, or while requests block on I/O: otherwise a CPU-bound app would have two threads fighting
+            // over the GIL. (A hand-off is taken in either case: `rest` returns at once while one is left.)
             if self.in_app.load(Ordering::Acquire) == 0
                 || self.take_handoff()
                 || self.app_blocks.load(Ordering::Acquire)
