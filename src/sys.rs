@@ -185,13 +185,29 @@ fn coarse_clock(id: libc::clockid_t) -> Duration {
     )
 }
 
-/// The calling thread's `/proc/self/task/TID/syscall`, opened once so that `thread_activity` only reads it:
-/// opening a `/proc` file costs about three times reading it, and the watcher asks up to a thousand times a second.
+/// Where the watcher reads what one thread is doing: its `/proc/self/task/TID/syscall`, or its `stat` where the
+/// syscall file cannot be opened (some sandboxed kernels lack it). Opened once, by the thread itself, so that
+/// `thread_activity` only reads it: opening a `/proc` file costs about three times reading it, and the watcher asks
+/// up to a thousand times a second.
+#[derive(Debug)]
+pub struct ThreadProbe {
+    file: std::fs::File,
+    /// The file is `stat`: it tells asleep from running, but not what the thread sleeps on.
+    stat_only: bool,
+}
+
+/// The calling thread's probe; `None` when neither file can be opened.
 #[must_use]
-pub fn own_thread_syscall() -> Option<std::fs::File> {
+pub fn own_thread_probe() -> Option<ThreadProbe> {
+    open_own_task_file("syscall")
+        .map(|file| ThreadProbe { file, stat_only: false })
+        .or_else(|| open_own_task_file("stat").map(|file| ThreadProbe { file, stat_only: true }))
+}
+
+fn open_own_task_file(name: &str) -> Option<std::fs::File> {
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
-    std::fs::File::open(format!("/proc/self/task/{tid}/syscall")).ok()
+    std::fs::File::open(format!("/proc/self/task/{tid}/{name}")).ok()
 }
 
 /// What a thread is doing at the moment it is asked about.
@@ -201,21 +217,34 @@ pub enum ThreadActivity {
     Running,
     /// Asleep in futex(2): waiting for a lock or a condition, the interpreter's GIL among them.
     Waiting,
-    /// Asleep in any other system call: on a socket, a pipe, a timer, poll.
+    /// Asleep in any other system call: on a socket, a pipe, a timer, poll. (Any sleep, from a `stat` probe.)
     Blocked,
 }
 
-/// What the thread whose syscall file is `syscall` (from `own_thread_syscall`) is doing. The file reads `running`
-/// for a thread on a CPU, and the number and arguments of the system call a sleeping thread is in.
+/// What the thread of `probe` is doing. The syscall file reads `running` for a thread on a CPU, and the number and
+/// arguments of the system call a sleeping thread is in.
 #[must_use]
-pub fn thread_activity(syscall: &std::fs::File) -> ThreadActivity {
+pub fn thread_activity(probe: &ThreadProbe) -> ThreadActivity {
     use std::os::unix::fs::FileExt;
-    let mut buf = [0u8; 32];
+    let mut buf = [0u8; 512];
     // Each read from offset 0 is a fresh snapshot of the thread.
-    let Ok(n) = syscall.read_at(&mut buf, 0) else {
+    let Ok(n) = probe.file.read_at(&mut buf, 0) else {
         return ThreadActivity::Running;
     };
-    let number = buf[..n].split(|&b| b == b' ').next().unwrap_or_default();
+    let text = &buf[..n];
+    if probe.stat_only {
+        // `pid (comm) S ...`: the state letter follows the last `)`, since comm may itself contain one.
+        let state = text
+            .iter()
+            .rposition(|&b| b == b')')
+            .and_then(|close| text.get(close + 2));
+        return if state.is_some_and(|&state| matches!(state, b'S' | b'D')) {
+            ThreadActivity::Blocked
+        } else {
+            ThreadActivity::Running
+        };
+    }
+    let number = text.split(|&b| b == b' ').next().unwrap_or_default();
     match std::str::from_utf8(number)
         .ok()
         .and_then(|n| n.parse::<libc::c_long>().ok())
@@ -244,7 +273,7 @@ mod tests {
     fn thread_activity_tells_running_from_waiting_on_a_lock_from_blocked_on_io() {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let spinner_stop = stop.clone();
-        let (spinner, spinner_file) = spawn_with_syscall_file(move || {
+        let (spinner, spinner_probe) = spawn_with_probe(own_thread_probe, move || {
             while !spinner_stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::hint::spin_loop();
             }
@@ -252,29 +281,45 @@ mod tests {
         let lock = std::sync::Arc::new(std::sync::Mutex::new(()));
         let held = lock.lock().unwrap();
         let waiter_lock = lock.clone();
-        let (waiter, waiter_file) = spawn_with_syscall_file(move || drop(waiter_lock.lock().unwrap()));
-        let (sleeper, sleeper_file) =
-            spawn_with_syscall_file(|| std::thread::sleep(std::time::Duration::from_millis(300)));
+        let (waiter, waiter_probe) = spawn_with_probe(own_thread_probe, move || drop(waiter_lock.lock().unwrap()));
+        let (sleeper, sleeper_probe) = spawn_with_probe(own_thread_probe, sleep_300_ms);
+        let (stat_sleeper, stat_sleeper_probe) = spawn_with_probe(own_thread_stat_probe, sleep_300_ms);
         std::thread::sleep(std::time::Duration::from_millis(100));
         // A thread on a CPU between system calls reads as running. (A thread reading its own file would see the
         // read itself: the watcher only asks about other threads.)
-        assert_eq!(thread_activity(&spinner_file), ThreadActivity::Running);
-        assert_eq!(thread_activity(&waiter_file), ThreadActivity::Waiting);
-        assert_eq!(thread_activity(&sleeper_file), ThreadActivity::Blocked);
+        assert!(!spinner_probe.stat_only, "this kernel has the syscall file");
+        assert_eq!(thread_activity(&spinner_probe), ThreadActivity::Running);
+        assert_eq!(thread_activity(&waiter_probe), ThreadActivity::Waiting);
+        assert_eq!(thread_activity(&sleeper_probe), ThreadActivity::Blocked);
+        // The fallback tells only asleep from running.
+        assert_eq!(thread_activity(&stat_sleeper_probe), ThreadActivity::Blocked);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         spinner.join().unwrap();
         drop(held);
         waiter.join().unwrap();
         sleeper.join().unwrap();
-        // The same open file, read again, shows the thread gone: each read is a fresh snapshot.
-        assert_eq!(thread_activity(&sleeper_file), ThreadActivity::Running);
+        stat_sleeper.join().unwrap();
+        // The same open files, read again, show the threads gone: each read is a fresh snapshot.
+        assert_eq!(thread_activity(&sleeper_probe), ThreadActivity::Running);
+        assert_eq!(thread_activity(&stat_sleeper_probe), ThreadActivity::Running);
     }
 
-    /// Runs `body` on a new thread, returning the thread and its syscall file.
-    fn spawn_with_syscall_file(body: impl FnOnce() + Send + 'static) -> (std::thread::JoinHandle<()>, std::fs::File) {
+    fn own_thread_stat_probe() -> Option<ThreadProbe> {
+        open_own_task_file("stat").map(|file| ThreadProbe { file, stat_only: true })
+    }
+
+    fn sleep_300_ms() {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+
+    /// Runs `body` on a new thread, returning the thread and the probe it opened with `probe`.
+    fn spawn_with_probe(
+        probe: fn() -> Option<ThreadProbe>,
+        body: impl FnOnce() + Send + 'static,
+    ) -> (std::thread::JoinHandle<()>, ThreadProbe) {
         let (send, receive) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            send.send(own_thread_syscall().expect("syscall file")).unwrap();
+            send.send(probe().expect("probe")).unwrap();
             body();
         });
         (thread, receive.recv().unwrap())

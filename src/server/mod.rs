@@ -19,7 +19,6 @@ pub mod listener;
 pub mod slab;
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -35,7 +34,7 @@ use crate::http::response::{encode_error, encode_simple, encode_simple_with, CON
 use crate::http::{parse_request, BodyDecoder, BodyKind, HttpError, Limits, Parsed, RequestHead};
 
 use crate::http::proxy_protocol::parse_proxy_header;
-use crate::sys::ThreadActivity;
+use crate::sys::{ThreadActivity, ThreadProbe};
 use connection::{Conn, ConnIo, Peer, ReadStatus};
 use deadline::{Deadlines, Overdue};
 pub use handler::{Body, Control, Exchange, Handler, Outcome, Worker};
@@ -164,9 +163,8 @@ struct AppThread {
     /// When its current request entered the application (nanoseconds on `Shared::clock`, plus one), or 0 while
     /// it is outside. Tells a request that is running fresh from one that has been inside for a while.
     entered: AtomicU64,
-    /// Its `/proc` syscall file, to ask the kernel whether it is blocked, and on what (unset until the thread
-    /// starts).
-    syscall: OnceLock<File>,
+    /// Its `/proc` probe, to ask the kernel whether it is blocked, and on what (unset until the thread starts).
+    probe: OnceLock<ThreadProbe>,
     /// The token of the connection whose request it runs (meaningful while `entered` is set).
     serving: AtomicUsize,
     /// Requests it completed. Only this thread writes it, so counting needs no locked instruction; readers sum
@@ -378,8 +376,8 @@ impl Shared {
             self.watcher_main(worker);
             return;
         }
-        if let Some(syscall) = crate::sys::own_thread_syscall() {
-            let _ = self.app_threads[index].syscall.set(syscall);
+        if let Some(probe) = crate::sys::own_thread_probe() {
+            let _ = self.app_threads[index].probe.set(probe);
         }
         let mut since_poll = 0;
         loop {
@@ -490,7 +488,7 @@ impl Shared {
     /// What app thread `index` is doing.
     fn app_thread_activity(&self, index: usize) -> ThreadActivity {
         self.app_threads[index]
-            .syscall
+            .probe
             .get()
             .map_or(ThreadActivity::Running, crate::sys::thread_activity)
     }
