@@ -66,7 +66,11 @@ def app_thread_names(served) -> list[str]:
 
 def test_app_threads_start_when_requests_block_and_never_beyond_threads(serve):
     served = serve('slow:app', '--threads', '6')
-    # At start: the watcher and one app thread, however many may run.
+    # At start: the watcher and one app thread, however many may run. (A thread takes its name once it runs, so
+    # the first may still show its parent's for a moment.)
+    deadline = time.monotonic() + 5
+    while app_thread_names(served) != ['rustwsgi-0', 'rustwsgi-6'] and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert app_thread_names(served) == ['rustwsgi-0', 'rustwsgi-6']
     for _ in range(20):
         assert requests.get(f'{served.url}/fast', timeout=10).text == 'done'
@@ -84,6 +88,30 @@ def test_app_threads_start_when_requests_block_and_never_beyond_threads(serve):
     assert statuses == [200] * 12
     assert served.log().count('slow request entered the app') == 12
     assert app_thread_names(served) == [f'rustwsgi-{i}' for i in range(7)]
+
+
+def test_requests_that_compute_start_at_most_four_threads_and_health_checks_still_answer(serve):
+    served = serve('slow:app', '--threads', '8', '--health-path', '/healthz')
+    answers: list[str] = []
+
+    def fetch(path: str, count: int) -> None:
+        with requests.Session() as session:
+            answers.extend(session.get(f'{served.url}{path}', timeout=60).text for _ in range(count))
+
+    # Long computations let threads start beside them (so that short requests are not stuck behind one), but
+    # beyond four computing at once another thread would only queue for the GIL.
+    clients = [threading.Thread(target=fetch, args=('/burn?0.3', 1)) for _ in range(6)]
+    clients += [threading.Thread(target=fetch, args=('/burn?0.002', 20)) for _ in range(8)]
+    for client in clients:
+        client.start()
+    # Meanwhile the core still answers health checks.
+    health = requests.get(f'{served.url}/healthz', timeout=10)
+    assert (health.status_code, health.text) == (200, 'ok\n')
+    for client in clients:
+        client.join()
+    assert answers == ['done'] * 166
+    app_threads = [name for name in app_thread_names(served) if name != 'rustwsgi-8']
+    assert 1 <= len(app_threads) <= 4, app_threads
 
 
 def test_requests_waiting_too_long_are_shed_with_503(serve):

@@ -51,6 +51,11 @@ const STALL: Duration = Duration::from_millis(1);
 /// beside it. Shorter requests are waited for, since two threads computing at once only trade the GIL. Well above
 /// a scheduler time slice, so a worker preempted by another process on the same core is not taken as stalled.
 const LONG_REQUEST: Duration = Duration::from_millis(20);
+/// Requests computing side by side beyond which the watcher starts no thread for a stall of long requests: more of
+/// them at once only share the GIL, so none finishes sooner and each finishes later. The watcher then polls in the
+/// app threads' place, as when all `threads` are busy, so that health checks are still answered and excess work is
+/// still shed. (Requests blocked on I/O are not bound by it: see `Shared::app_blocks`.)
+const LONG_REQUESTS_SIDE_BY_SIDE: usize = 4;
 /// The watcher takes a request younger than this to be running without asking the kernel: under a load of short
 /// requests it looks every millisecond, and a read of `/proc` costs more than most such requests take.
 const ASK_KERNEL_AFTER: Duration = Duration::from_micros(100);
@@ -323,6 +328,17 @@ impl Control for Shared {
     }
 }
 
+/// Why the watcher stopped watching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// Work waits while a request is blocked on I/O.
+    BlockedOnIo,
+    /// Work waits while only long requests are in the application and none completed for a tick.
+    LongRequests,
+    /// A deadline passed, or the server is stopping.
+    Other,
+}
+
 enum Drive {
     /// A request is ready; the caller still owns the connection.
     Request(Exchange),
@@ -451,29 +467,37 @@ impl Shared {
     /// Queued work waits for that thread rather than start beside it: two threads running Python at once only
     /// trade the GIL back and forth (a context switch per hand-over, and up to the interpreter's 5 ms switch
     /// interval of waiting), which for short requests costs more than running them one after another. A thread
-    /// the kernel reports asleep (on a database, a sleep, a slow upstream) has released the GIL, and a request that
-    /// has been inside longer is likely blocked too: then work starts beside it at once.
+    /// the kernel reports blocked on I/O (on a database, a sleep, a slow upstream) has released the GIL, and a
+    /// request that has been inside longer is likely blocked too: then work starts beside it at once. A thread
+    /// waiting on a futex counts as running: it most often waits for the GIL.
     fn fresh_request_elsewhere(&self, index: usize) -> bool {
         if self.in_app.load(Ordering::Acquire) == 0 {
             return false;
         }
         self.requests_in_app()
-            .any(|(i, age)| i != index && age < LONG_REQUEST && self.app_thread_activity(i) == ThreadActivity::Running)
+            .any(|(i, age)| i != index && age < LONG_REQUEST && self.app_thread_activity(i) != ThreadActivity::Blocked)
     }
 
-    /// True when a request has been in the application for `LONG_REQUEST` or more.
-    fn long_request_running(&self) -> bool {
-        self.requests_in_app().any(|(_, age)| age >= LONG_REQUEST)
+    /// True when every request in the application has been there for `LONG_REQUEST` or more. While one is younger,
+    /// its thread is getting through short work beside the long ones, and another thread would only queue for the
+    /// GIL with it.
+    fn only_long_requests_running(&self) -> bool {
+        let mut any = false;
+        for (_, age) in self.requests_in_app() {
+            if age < LONG_REQUEST {
+                return false;
+            }
+            any = true;
+        }
+        any
     }
 
-    /// How the first thread found asleep among those inside the application for `ASK_KERNEL_AFTER` or more
-    /// sleeps (`Running` when none does). Only the first is asked about: each answer costs a read of `/proc`.
-    fn blocked_request(&self) -> ThreadActivity {
+    /// True when a thread inside the application for `ASK_KERNEL_AFTER` or more is blocked on I/O (it has released
+    /// the GIL). One waiting on a futex does not count: that is most often the GIL itself, taken by another app
+    /// thread, and starting more beside them would only add to the queue for it.
+    fn request_blocked_on_io(&self) -> bool {
         self.requests_in_app()
-            .filter(|&(_, age)| age >= ASK_KERNEL_AFTER)
-            .map(|(i, _)| self.app_thread_activity(i))
-            .find(|&activity| activity != ThreadActivity::Running)
-            .unwrap_or(ThreadActivity::Running)
+            .any(|(i, age)| age >= ASK_KERNEL_AFTER && self.app_thread_activity(i) == ThreadActivity::Blocked)
     }
 
     /// The app threads inside the application, with how long their current request has been there.
@@ -554,22 +578,24 @@ impl Shared {
     /// The watcher's work without Python: returns requests that passed their deadline, or nothing when stopping.
     fn watch_until_overdue(&self) -> Vec<Overdue> {
         loop {
-            self.watch();
+            let stall = self.watch();
             let overdue = std::mem::take(&mut *self.overdue.lock());
             if !overdue.is_empty() || self.stopping() {
                 return overdue;
             }
-            if self.in_app.load(Ordering::Acquire) >= self.config.threads {
-                // Every app thread is busy: poll in their place, one bounded wait at a time so that deadlines
-                // are still checked. Queued work is no reason to return at once: the watcher never runs it.
+            if self.no_thread_may_join(stall) {
+                // Every app thread is busy, or another would only queue for the GIL: poll in their place, one
+                // bounded wait at a time so that deadlines are still checked. Queued work is no reason to return
+                // at once: the watcher never runs it.
                 if let Some(mut state) = self.poll.try_lock() {
                     self.poll_once(&mut state, STALL);
                 }
             }
-            if self.in_app.load(Ordering::Acquire) < self.config.threads {
-                // An app thread is free, or may start: hand it the poll and the queued work.
+            if !self.no_thread_may_join(stall) {
+                // An app thread is free, or may start: hand it the poll and the queued work. Not while an earlier
+                // hand-off is still on its way: a thread just started may wait for the GIL before it takes it.
                 let mut idle = self.idle.lock();
-                if idle.spares > 0 || self.start_app_thread(&mut idle).is_ok() {
+                if idle.handoffs == 0 && (idle.spares > 0 || self.start_app_thread(&mut idle).is_ok()) {
                     idle.handoffs += 1;
                     self.spare_cv.notify_one();
                 }
@@ -601,10 +627,17 @@ impl Shared {
         self.spare_cv.notify_all();
     }
 
-    /// Waits until the app threads stall while work waits (a request is blocked in the kernel, or nothing
-    /// completed for a tick while a request has run for `LONG_REQUEST`), a request passes its deadline, or the
-    /// server stops.
-    fn watch(&self) {
+    /// True when no app thread should start the queued work after `stall`: all `threads` are in the application,
+    /// or long requests stalled with `LONG_REQUESTS_SIDE_BY_SIDE` already computing.
+    fn no_thread_may_join(&self, stall: Stall) -> bool {
+        let in_app = self.in_app.load(Ordering::Acquire);
+        in_app >= self.config.threads || (stall == Stall::LongRequests && in_app >= LONG_REQUESTS_SIDE_BY_SIDE)
+    }
+
+    /// Waits until the app threads stall while work waits (a request is blocked on I/O, or nothing completed for a
+    /// tick while only requests that have run for `LONG_REQUEST` are in the application), a request passes its
+    /// deadline, or the server stops.
+    fn watch(&self) -> Stall {
         let mut idle = self.idle.lock();
         let mut last = self.completed();
         let mut last_at = Instant::now();
@@ -628,7 +661,7 @@ impl Shared {
                 self.watch_cv.wait_for(&mut idle, tick);
             }
             if self.stopping() {
-                return;
+                return Stall::Other;
             }
             let in_app = self.in_app.load(Ordering::Acquire);
             if in_app > 0 {
@@ -638,35 +671,31 @@ impl Shared {
                 let overdue = self.deadlines.expire(timeout, self.app_clock());
                 if !overdue.is_empty() {
                     self.overdue.lock().extend(overdue);
-                    return;
+                    return Stall::Other;
                 }
             }
             let work_waiting = in_app > 0 && (!self.queue.lock().is_empty() || !self.poll.is_locked());
             let app_blocks = self.app_blocks.load(Ordering::Relaxed);
-            if work_waiting || (app_blocks && in_app > 0) {
-                // A request asleep in the kernel has released the GIL: while work waits, hand it to a free thread.
-                // One blocked on I/O (not on a lock, which may be the GIL itself) means the app blocks: free
-                // threads start work beside it from now on, and the watcher keeps looking while they do, so that
-                // it still knows when no work waits.
-                let blocked = self.blocked_request();
-                if blocked == ThreadActivity::Blocked {
-                    idle.blocked_seen = Some(Instant::now());
-                    if !app_blocks {
-                        self.app_blocks.store(true, Ordering::Release);
-                    }
+            // A request blocked on I/O has released the GIL: while work waits, hand it to a free thread, and let free
+            // threads start work beside blocked ones from now on. While they do, keep looking, so that the app's
+            // blocking is still known when no work waits.
+            if (work_waiting || (app_blocks && in_app > 0)) && self.request_blocked_on_io() {
+                idle.blocked_seen = Some(Instant::now());
+                if !app_blocks {
+                    self.app_blocks.store(true, Ordering::Release);
                 }
-                if work_waiting && blocked != ThreadActivity::Running {
-                    return;
+                if work_waiting {
+                    return Stall::BlockedOnIo;
                 }
             }
             if last_at.elapsed() < STALL {
                 continue;
             }
             let now = self.completed();
-            // Nothing completed for a whole tick while work waits behind a long request: stalled (a long
-            // computation, or a wait the kernel did not show at the moment of looking).
-            if work_waiting && now == last && self.long_request_running() {
-                return;
+            // Nothing completed for a whole tick while work waits behind long requests only: stalled (long
+            // computations, or waits the kernel did not show as I/O at the moment of looking).
+            if work_waiting && now == last && self.only_long_requests_running() {
+                return Stall::LongRequests;
             }
             if now == last && in_app == 0 {
                 quiet_ticks += 1;

@@ -1,4 +1,5 @@
-"""Fixture app for deadline and capacity tests: `/sleep?S` sleeps S seconds, anything else answers at once."""
+"""Fixture app for deadline and capacity tests: `/sleep?S` sleeps S seconds, `/burn?S` computes S seconds, anything
+else answers at once."""
 
 import sys
 import time
@@ -15,6 +16,10 @@ def stream(environ, start_response):
 def app(environ, start_response):
     if environ['PATH_INFO'] == '/stream':
         return stream(environ, start_response)
+    if environ['PATH_INFO'] == '/burn':
+        until = time.monotonic() + float(environ['QUERY_STRING'] or '1')
+        while time.monotonic() < until:  # computes, holding the GIL but for the interpreter's switches
+            pass
     if environ['PATH_INFO'] == '/sleep':
         print('slow request entered the app', file=sys.stderr, flush=True)
         time.sleep(float(environ['QUERY_STRING'] or '1'))
