@@ -677,9 +677,12 @@ impl Shared {
             let work_waiting = in_app > 0 && (!self.queue.lock().is_empty() || !self.poll.is_locked());
             let app_blocks = self.app_blocks.load(Ordering::Relaxed);
             // A request blocked on I/O has released the GIL: while work waits, hand it to a free thread, and let free
-            // threads start work beside blocked ones from now on. While they do, keep looking, so that the app's
-            // blocking is still known when no work waits.
-            if (work_waiting || (app_blocks && in_app > 0)) && self.request_blocked_on_io() {
+            // threads start work beside blocked ones from now on. While they do, keep looking now and then (each
+            // look reads `/proc`), so that the app's blocking is still known when no work waits.
+            let look_again = idle
+                .blocked_seen
+                .is_none_or(|seen| seen.elapsed() >= BLOCKED_MEMORY / 4);
+            if (work_waiting || (app_blocks && in_app > 0 && look_again)) && self.request_blocked_on_io() {
                 idle.blocked_seen = Some(Instant::now());
                 if !app_blocks {
                     self.app_blocks.store(true, Ordering::Release);
