@@ -365,8 +365,8 @@ class Config:
         convert=positive_int,
         metavar='INT',
         help='Most requests inside the application at once, one a thread. Threads start as needed: while requests '
-        'block on I/O (a database, an upstream) or run long, up to this many run side by side; otherwise one thread '
-        'runs them all.',
+        'block on I/O (a database, an upstream), up to this many run side by side; requests that compute for long '
+        'share at most 4; otherwise one thread runs them all.',
     )
     backlog: int = setting(
         '--backlog',
