@@ -17,6 +17,7 @@ pub mod deadline;
 pub mod handler;
 pub mod listener;
 pub mod slab;
+mod watcher;
 
 use std::collections::VecDeque;
 use std::io;
@@ -51,19 +52,6 @@ const STALL: Duration = Duration::from_millis(1);
 /// beside it. Shorter requests are waited for, since two threads computing at once only trade the GIL. Well above
 /// a scheduler time slice, so a worker preempted by another process on the same core is not taken as stalled.
 const LONG_REQUEST: Duration = Duration::from_millis(20);
-/// Requests computing side by side beyond which the watcher starts no thread for a stall of long requests: more of
-/// them at once only share the GIL, so none finishes sooner and each finishes later. The watcher then polls in the
-/// app threads' place, as when all `threads` are busy, so that health checks are still answered and excess work is
-/// still shed. (Requests blocked on I/O are not bound by it: see `Shared::app_blocks`.)
-const LONG_REQUESTS_SIDE_BY_SIDE: usize = 4;
-/// The watcher takes a request younger than this to be running without asking the kernel: under a load of short
-/// requests it looks every millisecond, and a read of `/proc` costs more than most such requests take.
-const ASK_KERNEL_AFTER: Duration = Duration::from_micros(100);
-/// How long after the watcher last saw a request blocked on I/O it keeps looking every `STALL / 4` and free threads
-/// start work beside those in the application (`Shared::app_blocks`).
-const BLOCKED_MEMORY: Duration = Duration::from_millis(50);
-/// Idle watcher ticks before the watcher stops ticking until the next request enters the application.
-const IDLE_TICKS: u32 = 50;
 /// Bodies up to this size are read completely before the application runs (slow uploads hold no app thread).
 pub const BUFFER_BODY: usize = 64 * 1024;
 /// While draining, how long a new connection may take to send its first request.
@@ -328,17 +316,6 @@ impl Control for Shared {
     }
 }
 
-/// Why the watcher stopped watching.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stall {
-    /// Work waits while a request is blocked on I/O.
-    BlockedOnIo,
-    /// Work waits while only long requests are in the application and none completed for a tick.
-    LongRequests,
-    /// A deadline passed, or the server is stopping.
-    Other,
-}
-
 enum Drive {
     /// A request is ready; the caller still owns the connection.
     Request(Exchange),
@@ -478,28 +455,6 @@ impl Shared {
             .any(|(i, age)| i != index && age < LONG_REQUEST && self.app_thread_activity(i) != ThreadActivity::Blocked)
     }
 
-    /// True when every request in the application has been there for `LONG_REQUEST` or more. While one is younger,
-    /// its thread is getting through short work beside the long ones, and another thread would only queue for the
-    /// GIL with it.
-    fn only_long_requests_running(&self) -> bool {
-        let mut any = false;
-        for (_, age) in self.requests_in_app() {
-            if age < LONG_REQUEST {
-                return false;
-            }
-            any = true;
-        }
-        any
-    }
-
-    /// True when a thread inside the application for `ASK_KERNEL_AFTER` or more is blocked on I/O (it has released
-    /// the GIL). One waiting on a futex does not count: that is most often the GIL itself, taken by another app
-    /// thread, and starting more beside them would only add to the queue for it.
-    fn request_blocked_on_io(&self) -> bool {
-        self.requests_in_app()
-            .any(|(i, age)| age >= ASK_KERNEL_AFTER && self.app_thread_activity(i) == ThreadActivity::Blocked)
-    }
-
     /// The app threads inside the application, with how long their current request has been there.
     fn requests_in_app(&self) -> impl Iterator<Item = (usize, Duration)> + '_ {
         let now = self.app_clock();
@@ -558,51 +513,6 @@ impl Shared {
         }
     }
 
-    /// The watcher: checks deadlines, and when the app threads stall (none free, or none polling while requests
-    /// wait), polls in their place: accepting, shedding and answering health checks while the app is saturated.
-    fn watcher_main(&self, worker: &dyn Worker) {
-        loop {
-            // Detached from the interpreter until there is something to report: re-taking the GIL after every
-            // look would make the thread running the app give it up.
-            let mut overdue = Vec::new();
-            worker.blocking(&mut || overdue = self.watch_until_overdue());
-            if !overdue.is_empty() {
-                worker.report_overdue(&overdue);
-            }
-            if self.stopping() {
-                return;
-            }
-        }
-    }
-
-    /// The watcher's work without Python: returns requests that passed their deadline, or nothing when stopping.
-    fn watch_until_overdue(&self) -> Vec<Overdue> {
-        loop {
-            let stall = self.watch();
-            let overdue = std::mem::take(&mut *self.overdue.lock());
-            if !overdue.is_empty() || self.stopping() {
-                return overdue;
-            }
-            if self.no_thread_may_join(stall) {
-                // Every app thread is busy, or another would only queue for the GIL: poll in their place, one
-                // bounded wait at a time so that deadlines are still checked. Queued work is no reason to return
-                // at once: the watcher never runs it.
-                if let Some(mut state) = self.poll.try_lock() {
-                    self.poll_once(&mut state, STALL);
-                }
-            }
-            if !self.no_thread_may_join(stall) {
-                // An app thread is free, or may start: hand it the poll and the queued work. Not while an earlier
-                // hand-off is still on its way: a thread just started may wait for the GIL before it takes it.
-                let mut idle = self.idle.lock();
-                if idle.handoffs == 0 && (idle.spares > 0 || self.start_app_thread(&mut idle).is_ok()) {
-                    idle.handoffs += 1;
-                    self.spare_cv.notify_one();
-                }
-            }
-        }
-    }
-
     fn begin_shutdown(&self, graceful: bool) {
         if !graceful {
             self.aborted.store(true, Ordering::SeqCst);
@@ -625,111 +535,6 @@ impl Shared {
         let _guard = self.idle.lock();
         self.watch_cv.notify_all();
         self.spare_cv.notify_all();
-    }
-
-    /// True when no app thread should start the queued work after `stall`: all `threads` are in the application,
-    /// or long requests stalled with `LONG_REQUESTS_SIDE_BY_SIDE` already computing.
-    fn no_thread_may_join(&self, stall: Stall) -> bool {
-        let in_app = self.in_app.load(Ordering::Acquire);
-        in_app >= self.config.threads || (stall == Stall::LongRequests && in_app >= LONG_REQUESTS_SIDE_BY_SIDE)
-    }
-
-    /// Waits until the app threads stall while work waits (a request is blocked on I/O, or nothing completed for a
-    /// tick while only requests that have run for `LONG_REQUEST` are in the application), a request passes its
-    /// deadline, or the server stops.
-    fn watch(&self) -> Stall {
-        let mut idle = self.idle.lock();
-        let mut last = self.completed();
-        let mut last_at = Instant::now();
-        let mut quiet_ticks = 0;
-        loop {
-            if idle.watcher_deep {
-                // SeqCst pairs with `enter_app`: either it sees the flag and notifies, or this sees its count.
-                if self.in_app.load(Ordering::SeqCst) == 0 {
-                    self.watch_cv.wait_for(&mut idle, Duration::from_secs(1));
-                }
-                idle.watcher_deep = false;
-                self.watcher_deep.store(false, Ordering::Release);
-                quiet_ticks = 0;
-            } else {
-                // Requests that block on I/O were seen lately: look more often, so threads join them sooner.
-                let blocking_lately = idle.blocked_seen.is_some_and(|seen| seen.elapsed() < BLOCKED_MEMORY);
-                if !blocking_lately && self.app_blocks.load(Ordering::Relaxed) {
-                    self.app_blocks.store(false, Ordering::Release);
-                }
-                let tick = if blocking_lately { STALL / 4 } else { STALL };
-                self.watch_cv.wait_for(&mut idle, tick);
-            }
-            if self.stopping() {
-                return Stall::Other;
-            }
-            let in_app = self.in_app.load(Ordering::Acquire);
-            if in_app > 0 {
-                self.send_staged();
-            }
-            if let (Some(timeout), true) = (self.config.timeout, in_app > 0) {
-                let overdue = self.deadlines.expire(timeout, self.app_clock());
-                if !overdue.is_empty() {
-                    self.overdue.lock().extend(overdue);
-                    return Stall::Other;
-                }
-            }
-            let work_waiting = in_app > 0 && (!self.queue.lock().is_empty() || !self.poll.is_locked());
-            let app_blocks = self.app_blocks.load(Ordering::Relaxed);
-            // A request blocked on I/O has released the GIL: while work waits, hand it to a free thread, and let free
-            // threads start work beside blocked ones from now on. While they do, keep looking now and then (each
-            // look reads `/proc`), so that the app's blocking is still known when no work waits.
-            let look_again = idle
-                .blocked_seen
-                .is_none_or(|seen| seen.elapsed() >= BLOCKED_MEMORY / 4);
-            if (work_waiting || (app_blocks && in_app > 0 && look_again)) && self.request_blocked_on_io() {
-                idle.blocked_seen = Some(Instant::now());
-                if !app_blocks {
-                    self.app_blocks.store(true, Ordering::Release);
-                }
-                if work_waiting {
-                    return Stall::BlockedOnIo;
-                }
-            }
-            if last_at.elapsed() < STALL {
-                continue;
-            }
-            let now = self.completed();
-            // Nothing completed for a whole tick while work waits behind long requests only: stalled (long
-            // computations, or waits the kernel did not show as I/O at the moment of looking).
-            if work_waiting && now == last && self.only_long_requests_running() {
-                return Stall::LongRequests;
-            }
-            if now == last && in_app == 0 {
-                quiet_ticks += 1;
-                if quiet_ticks >= IDLE_TICKS {
-                    idle.watcher_deep = true;
-                    self.watcher_deep.store(true, Ordering::SeqCst);
-                }
-            } else {
-                quiet_ticks = 0;
-            }
-            last = now;
-            last_at = Instant::now();
-        }
-    }
-
-    /// Sends, without waiting, the blocks streamed responses staged while their application produces the next
-    /// one (see `StartResponse::send_block`); what the socket does not take now waits for the next look.
-    fn send_staged(&self) {
-        for (index, _) in self.requests_in_app() {
-            let token = self.app_threads[index].serving.load(Ordering::Relaxed);
-            let Some(conn) = self.conns.get(token) else { continue };
-            if !conn.streaming.load(Ordering::Acquire) {
-                continue;
-            }
-            // Never wait for the answering thread: it holds the connection only for short moments.
-            let Some(mut io) = conn.io.try_lock() else { continue };
-            // Checked again under the lock: once the response has ended, its tail belongs to its thread.
-            if conn.streaming.load(Ordering::Acquire) && io.has_pending_output() {
-                let _ = io.flush_pending();
-            }
-        }
     }
 
     fn stopping(&self) -> bool {
