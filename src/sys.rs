@@ -199,15 +199,18 @@ pub struct ThreadProbe {
 /// The calling thread's probe; `None` when neither file can be opened.
 #[must_use]
 pub fn own_thread_probe() -> Option<ThreadProbe> {
-    open_own_task_file("syscall")
-        .map(|file| ThreadProbe { file, stat_only: false })
-        .or_else(|| open_own_task_file("stat").map(|file| ThreadProbe { file, stat_only: true }))
+    own_probe_of("syscall").or_else(|| own_probe_of("stat"))
 }
 
-fn open_own_task_file(name: &str) -> Option<std::fs::File> {
+/// The calling thread's probe on its `/proc/self/task/TID/` file `name` (`syscall` or `stat`).
+fn own_probe_of(name: &str) -> Option<ThreadProbe> {
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
-    std::fs::File::open(format!("/proc/self/task/{tid}/{name}")).ok()
+    let file = std::fs::File::open(format!("/proc/self/task/{tid}/{name}")).ok()?;
+    Some(ThreadProbe {
+        file,
+        stat_only: name == "stat",
+    })
 }
 
 /// What a thread is doing at the moment it is asked about.
@@ -305,7 +308,7 @@ mod tests {
     }
 
     fn own_thread_stat_probe() -> Option<ThreadProbe> {
-        open_own_task_file("stat").map(|file| ThreadProbe { file, stat_only: true })
+        own_probe_of("stat")
     }
 
     fn sleep_300_ms() {

@@ -3,10 +3,11 @@
 //! A process has up to `threads` app threads sharing one mio `Poll`, plus one watcher thread; app threads beyond the
 //! first start when work waits and none rests. Whichever app thread holds the poll lock waits for events, accepts,
 //! reads and parses (never touching Python), queues complete requests and then answers them itself: no hand-off
-//! between threads on the common path. App threads with nothing to do rest. The watcher never runs the application: it wakes every millisecond while a request is in
-//! the application, enforces deadlines, and when nothing has completed since its last look while work waits, it
-//! polls in the app threads' place and hands queued requests to a free one, so an app blocked on I/O does not
-//! stall the other connections, and a saturated app still gets its health checks answered and its excess shed.
+//! between threads on the common path. App threads with nothing to do rest. The watcher (`watcher.rs`) never runs
+//! the application: it wakes every millisecond while a request is in the application, enforces deadlines, and when
+//! nothing has completed since its last look while work waits, it polls in the app threads' place and hands queued
+//! requests to a free one, so an app blocked on I/O does not stall the other connections, and a saturated app still
+//! gets its health checks answered and its excess shed.
 //! Once it sees a request blocked on I/O, and for a while after, free threads poll and take queued work beside
 //! those in the application without waiting for it, as in a classic thread pool.
 
