@@ -82,10 +82,17 @@ impl Shared {
     }
 
     /// True when no app thread should start the queued work after `stall`: all `threads` are in the application,
-    /// or long requests stalled with `LONG_REQUESTS_SIDE_BY_SIDE` already computing.
+    /// or long requests stalled with `LONG_REQUESTS_SIDE_BY_SIDE` app threads already at work. Those count whether
+    /// or not they are inside the application at this moment: one between two requests, or waiting for the GIL to
+    /// start the next, is about to compute beside the others.
     fn no_thread_may_join(&self, stall: Stall) -> bool {
-        let in_app = self.in_app.load(Ordering::Acquire);
-        in_app >= self.config.threads || (stall == Stall::LongRequests && in_app >= LONG_REQUESTS_SIDE_BY_SIDE)
+        if self.in_app.load(Ordering::Acquire) >= self.config.threads {
+            return true;
+        }
+        stall == Stall::LongRequests && {
+            let idle = self.idle.lock();
+            idle.app_threads_started - idle.spares >= LONG_REQUESTS_SIDE_BY_SIDE
+        }
     }
 
     /// Waits until the app threads stall while work waits (a request is blocked on I/O, or nothing completed for a
