@@ -168,3 +168,42 @@ def test_max_connections_leaves_extra_clients_in_the_backlog(serve):
         for holder in holders:
             holder.close()
     assert raw_request(served.port, b'GET /fast HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n').endswith(b'done')
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length body from `sock`."""
+    data = b''
+    while b'\r\n\r\n' not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f'connection closed after {data!r}'
+        data += chunk
+    head, _, body = data.partition(b'\r\n\r\n')
+    sizes = [line for line in head.split(b'\r\n') if line.lower().startswith(b'content-length:')]
+    length = int(sizes[0].split(b':')[1])
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        assert chunk, f'connection closed after {data!r}'
+        body += chunk
+    return head.split(b'\r\n')[0] + b' ' + body
+
+
+def test_a_response_held_back_for_the_next_request_leaves_while_that_one_is_still_running(serve, tmp_path):
+    # One app thread answers the requests queued behind a long one back to back, holding each finished response
+    # to send with the next ones. The second here runs until the test has the first's answer: the first must
+    # leave on its own, not after the second.
+    served = serve('slow:app', '--threads', '1')
+    release = tmp_path / 'release'
+    with (
+        socket.create_connection((served.host, served.port), timeout=5) as busy,
+        socket.create_connection((served.host, served.port), timeout=5) as first,
+        socket.create_connection((served.host, served.port), timeout=5) as second,
+    ):
+        busy.sendall(b'GET /burn?0.5 HTTP/1.1\r\nHost: x\r\n\r\n')
+        time.sleep(0.2)  # the computation is under way: the next two wait in the queue behind it
+        first.sendall(b'GET /fast HTTP/1.1\r\nHost: x\r\n\r\n')
+        time.sleep(0.05)
+        second.sendall(f'GET /until?{release} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+        assert read_response(busy) == b'HTTP/1.1 200 OK done'
+        assert read_response(first) == b'HTTP/1.1 200 OK done'
+        release.touch()
+        assert read_response(second) == b'HTTP/1.1 200 OK released'

@@ -100,6 +100,9 @@ pub struct ConnIo {
     out: Vec<u8>,
     /// Close once `out` is sent instead of reading the next request.
     pub close_after_flush: bool,
+    /// `out` ends with a finished response no write has tried yet (see `Conn::may_defer`): no writable edge will
+    /// come for it, so whoever holds it must send it.
+    pub deferred: bool,
     /// Requests read from this connection so far.
     pub requests: u64,
     /// Clock second at which the first byte of the request being read arrived (the head timeout counts from
@@ -277,12 +280,27 @@ impl ConnIo {
         true
     }
 
+    /// Keeps the end of a response in `out` without writing (see `Conn::may_defer`), if it fits in `STAGE_LIMIT`
+    /// with what is already there; false when it does not (the caller writes it).
+    pub fn defer(&mut self, bufs: &[IoSlice<'_>]) -> bool {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.out.len() + len > STAGE_LIMIT {
+            return false;
+        }
+        for buf in bufs {
+            self.out.extend_from_slice(buf);
+        }
+        self.deferred = true;
+        true
+    }
+
     fn write_vectored_with(
         &mut self,
         bufs: &mut [IoSlice<'_>],
         wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
         park: bool,
     ) -> io::Result<()> {
+        self.deferred = false;
         // Staged bytes go first, in the same write.
         if !self.out.is_empty() {
             let staged = std::mem::take(&mut self.out);
@@ -375,6 +393,7 @@ impl ConnIo {
     /// # Errors
     /// Socket errors other than `WouldBlock`.
     pub fn flush_pending(&mut self) -> io::Result<bool> {
+        self.deferred = false;
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
@@ -445,6 +464,10 @@ pub struct Conn {
     /// The current response has staged blocks in `ConnIo::out` that the watcher sends if the application takes
     /// long to produce the next one; cleared when the response ends.
     pub streaming: AtomicBool,
+    /// The server lets the end of the current response wait in `ConnIo::out` instead of writing it: the thread
+    /// that answered sends it together with the responses it finishes next, before it polls, rests or keeps it
+    /// waiting too long, so that a client is woken once for several responses rather than once for each.
+    pub may_defer: AtomicBool,
     /// Milliseconds since `PROGRESS_EPOCH` when the current response last sent a block; 0 before the first.
     progress_ms: AtomicU64,
     state: AtomicU8,
@@ -463,6 +486,7 @@ impl Conn {
             fd: stream.raw_fd(),
             response_started: AtomicBool::new(false),
             streaming: AtomicBool::new(false),
+            may_defer: AtomicBool::new(false),
             progress_ms: AtomicU64::new(0),
             io: Mutex::new(ConnIo {
                 stream: Some(stream),
@@ -474,6 +498,7 @@ impl Conn {
                 closing: false,
                 out: Vec::new(),
                 close_after_flush: false,
+                deferred: false,
                 requests: 0,
                 head_since: None,
                 proxy_pending: false,

@@ -53,6 +53,13 @@ const STALL: Duration = Duration::from_millis(1);
 /// beside it. Shorter requests are waited for, since two threads computing at once only trade the GIL. Well above
 /// a scheduler time slice, so a worker preempted by another process on the same core is not taken as stalled.
 const LONG_REQUEST: Duration = Duration::from_millis(20);
+/// How long a finished response may wait for the responses its thread finishes after it (see `Conn::may_defer`).
+/// Sending several at once wakes the client (a proxy, a load balancer) once for all of them: on a busy server
+/// that saves a cross-CPU wake-up per response, which costs more than many small requests do. Bounded so that
+/// an application slower than this adds at most one request's time to the response before.
+const DEFER_LIMIT: Duration = Duration::from_micros(500);
+/// Most responses a thread holds back at once.
+const DEFER_MAX: usize = 32;
 /// Bodies up to this size are read completely before the application runs (slow uploads hold no app thread).
 pub const BUFFER_BODY: usize = 64 * 1024;
 /// While draining, how long a new connection may take to send its first request.
@@ -164,6 +171,11 @@ struct AppThread {
     /// Requests it completed. Only this thread writes it, so counting needs no locked instruction; readers sum
     /// all threads' counts.
     completed: AtomicU64,
+    /// Connections whose finished responses it holds back (see `Conn::may_defer`). Only this thread adds to it,
+    /// and only while it holds the connection's `io`; the watcher takes from it without waiting for any lock.
+    deferred: Mutex<Vec<Arc<Conn>>>,
+    /// When the oldest of them finished (on `app_clock`), or 0 while there are none.
+    deferred_since: AtomicU64,
 }
 
 #[derive(Default)]
@@ -376,6 +388,7 @@ impl Shared {
         let mut since_poll = 0;
         loop {
             if self.stopping() {
+                self.flush_deferred(index);
                 return;
             }
             // Attached to the interpreter, having just answered a request: take the next queued one directly.
@@ -388,7 +401,10 @@ impl Shared {
                     if let Some(mut state) = self.poll.try_lock() {
                         since_poll = 0;
                         let state: &mut PollState = &mut state;
-                        worker.blocking(&mut || self.poll_once(state, Duration::ZERO));
+                        worker.blocking(&mut || {
+                            self.flush_deferred(index);
+                            self.poll_once(state, Duration::ZERO);
+                        });
                     }
                 }
                 continue;
@@ -397,7 +413,10 @@ impl Shared {
             // Detached while polling, resting and deciding: a thread that re-took the GIL only to find it has
             // nothing to run would still make the thread in the application give the GIL up.
             let mut job = None;
-            worker.blocking(&mut || job = self.wait_for_work(index));
+            worker.blocking(&mut || {
+                self.flush_deferred(index);
+                job = self.wait_for_work(index);
+            });
             if let Some(exchange) = job {
                 self.run(index, exchange, worker);
                 since_poll += 1;
@@ -580,7 +599,7 @@ impl Shared {
                 Token(t) => {
                     if let Some(conn) = self.conns.get(t) {
                         if conn.notify() {
-                            if let Drive::Request(exchange) = self.drive(&conn) {
+                            if let Drive::Request(exchange) = self.drive(&conn, None) {
                                 ready.push(exchange);
                             }
                         }
@@ -689,7 +708,7 @@ impl Shared {
             drop(io);
             // A request on its way or partly read: read on (it is answered with `Connection: close`); the head
             // timeout still applies.
-            if let Drive::Request(exchange) = self.drive(&conn) {
+            if let Drive::Request(exchange) = self.drive(&conn, None) {
                 self.queue.lock().push_back(exchange);
             }
         }
@@ -756,7 +775,7 @@ impl Shared {
     }
 
     fn drive_and_queue(&self, conn: &Arc<Conn>) {
-        if let Drive::Request(exchange) = self.drive(conn) {
+        if let Drive::Request(exchange) = self.drive(conn, None) {
             let mut queue = self.queue.lock();
             if queue.len() < self.config.max_queue.max(1) {
                 queue.push_back(exchange);
@@ -839,14 +858,23 @@ impl Shared {
         }
     }
 
-    /// Reads and parses on an owned connection until a request is ready, or releases it.
-    fn drive(&self, conn: &Arc<Conn>) -> Drive {
+    /// Reads and parses on an owned connection until a request is ready, or releases it. `answered_by` is the app
+    /// thread that has just answered on it: a response it held back stays held (and listed with that thread)
+    /// while no further request has arrived; anyone else sends it first.
+    fn drive(&self, conn: &Arc<Conn>, answered_by: Option<usize>) -> Drive {
         let mut io = conn.io.lock();
         loop {
             if conn.take_seen() {
                 io.drained = false;
             }
-            if io.has_pending_output() {
+            let held = match answered_by {
+                Some(index) if io.deferred && io.data().is_empty() => {
+                    self.list_deferred(index, conn);
+                    true
+                }
+                _ => false,
+            };
+            if io.has_pending_output() && !held {
                 match io.flush_pending() {
                     Ok(true) => {
                         conn.touch(self.now());
@@ -1038,6 +1066,13 @@ impl Shared {
             exchange.conn.response_started.store(false, Ordering::Release);
             exchange.conn.reset_progress();
             let entered = self.app_clock();
+            let deferred_since = self.app_threads[index].deferred_since.load(Ordering::Relaxed);
+            if deferred_since != 0 && entered.saturating_sub(deferred_since) >= DEFER_LIMIT.as_nanos() as u64 {
+                self.flush_deferred(index);
+            }
+            // Not while requests block on I/O: the next one could keep this one waiting until the watcher looks.
+            let may_defer = !self.app_blocks.load(Ordering::Acquire);
+            exchange.conn.may_defer.store(may_defer, Ordering::Relaxed);
             if self.config.timeout.is_some() {
                 self.deadlines
                     .enter(index, &exchange.conn, entered, |text| describe(&exchange, text));
@@ -1084,7 +1119,7 @@ impl Shared {
                 }
                 return;
             }
-            match self.drive(&conn) {
+            match self.drive(&conn, Some(index)) {
                 // A client that keeps its pipeline full must not keep this thread from polling for the others:
                 // after a few requests its next one waits in the queue behind theirs.
                 Drive::Request(next) if inline >= MAX_INLINE => {
@@ -1098,6 +1133,38 @@ impl Shared {
                 Drive::Done => return,
             }
         }
+    }
+
+    /// Notes that `conn` holds back a response of app thread `index`, which must send it (`flush_deferred`).
+    /// Called with the connection's `io` held.
+    fn list_deferred(&self, index: usize, conn: &Arc<Conn>) {
+        let thread = &self.app_threads[index];
+        let mut list = thread.deferred.lock();
+        // Pipelined requests answered back to back hold their responses on the same connection.
+        if list.last().is_some_and(|last| Arc::ptr_eq(last, conn)) {
+            return;
+        }
+        list.push(conn.clone());
+        if list.len() == 1 {
+            thread.deferred_since.store(self.app_clock(), Ordering::Relaxed);
+        }
+        if list.len() >= DEFER_MAX {
+            // Sent by the caller's next look at `deferred_since`: as if the limit in time were reached.
+            thread.deferred_since.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the responses app thread `index` holds back.
+    fn flush_deferred(&self, index: usize) {
+        let thread = &self.app_threads[index];
+        if thread.deferred_since.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut list = thread.deferred.lock();
+        for conn in list.drain(..) {
+            send_deferred(&mut conn.io.lock());
+        }
+        thread.deferred_since.store(0, Ordering::Relaxed);
     }
 
     /// Requests completed by all app threads so far.
@@ -1121,6 +1188,14 @@ impl Shared {
             let _idle = self.idle.lock();
             self.watch_cv.notify_one();
         }
+    }
+}
+
+/// Sends a held-back response. What the socket does not take now is parked: a writable edge will bring the
+/// poller to it. An error is left for the poller too, which sees the connection fail.
+fn send_deferred(io: &mut ConnIo) {
+    if io.deferred {
+        let _ = io.flush_pending();
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::deadline::Overdue;
-use super::{Shared, Worker, LONG_REQUEST, STALL};
+use super::{send_deferred, Shared, Worker, DEFER_LIMIT, LONG_REQUEST, STALL};
 use crate::sys::ThreadActivity;
 
 /// Requests computing side by side beyond which the watcher starts no thread for a stall of long requests: more of
@@ -127,6 +127,7 @@ impl Shared {
             let in_app = self.in_app.load(Ordering::Acquire);
             if in_app > 0 {
                 self.send_staged();
+                self.send_held_back();
             }
             if let (Some(timeout), true) = (self.config.timeout, in_app > 0) {
                 let overdue = self.deadlines.expire(timeout, self.app_clock());
@@ -189,6 +190,33 @@ impl Shared {
             // Checked again under the lock: once the response has ended, its tail belongs to its thread.
             if conn.streaming.load(Ordering::Acquire) && io.has_pending_output() {
                 let _ = io.flush_pending();
+            }
+        }
+    }
+
+    /// Sends the responses an app thread has held back (see `Conn::may_defer`) for `DEFER_LIMIT` or more: its
+    /// thread is in the application with a request that takes long, and would send them only after it.
+    fn send_held_back(&self) {
+        let now = self.app_clock();
+        for thread in &self.app_threads[..] {
+            let since = thread.deferred_since.load(Ordering::Relaxed);
+            if since == 0 || now.saturating_sub(since) < DEFER_LIMIT.as_nanos() as u64 {
+                continue;
+            }
+            // Never wait: the thread holds its list only for short moments, and a connection's `io` while it
+            // answers or reads on it; a connection busy now is looked at again next tick.
+            let Some(mut list) = thread.deferred.try_lock() else {
+                continue;
+            };
+            list.retain(|conn| match conn.io.try_lock() {
+                Some(mut io) => {
+                    send_deferred(&mut io);
+                    false
+                }
+                None => true,
+            });
+            if list.is_empty() {
+                thread.deferred_since.store(0, Ordering::Relaxed);
             }
         }
     }

@@ -252,6 +252,12 @@ impl StartResponse {
         sent.body_bytes += body_total;
         let sent = *sent;
         let mut io = self.conn.io.lock();
+        if (last || sent.length_reached())
+            && self.conn.may_defer.load(std::sync::atomic::Ordering::Relaxed)
+            && io.defer(slices)
+        {
+            return Ok(sent);
+        }
         if may_stage && !sent.length_reached() && io.stage(slices) {
             self.conn.streaming.store(true, std::sync::atomic::Ordering::Release);
             self.conn.note_progress();

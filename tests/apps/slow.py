@@ -1,6 +1,7 @@
-"""Fixture app for deadline and capacity tests: `/sleep?S` sleeps S seconds, `/burn?S` computes S seconds, anything
-else answers at once."""
+"""Fixture app for deadline and capacity tests: `/sleep?S` sleeps S seconds, `/burn?S` computes S seconds,
+`/until?PATH` waits (up to 10 s) until the file PATH exists, anything else answers at once."""
 
+import os
 import sys
 import time
 
@@ -20,6 +21,13 @@ def app(environ, start_response):
         until = time.monotonic() + float(environ['QUERY_STRING'] or '1')
         while time.monotonic() < until:  # computes, holding the GIL but for the interpreter's switches
             pass
+    if environ['PATH_INFO'] == '/until':
+        deadline = time.monotonic() + 10
+        while not os.path.exists(environ['QUERY_STRING']) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        body = b'released' if os.path.exists(environ['QUERY_STRING']) else b'timed out'
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+        return [body]
     if environ['PATH_INFO'] == '/sleep':
         print('slow request entered the app', file=sys.stderr, flush=True)
         time.sleep(float(environ['QUERY_STRING'] or '1'))
