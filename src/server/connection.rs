@@ -464,9 +464,10 @@ pub struct Conn {
     /// The current response has staged blocks in `ConnIo::out` that the watcher sends if the application takes
     /// long to produce the next one; cleared when the response ends.
     pub streaming: AtomicBool,
-    /// The server lets the end of the current response wait in `ConnIo::out` instead of writing it: the thread
-    /// that answered sends it together with the responses it finishes next, before it polls, rests or keeps it
-    /// waiting too long, so that a client is woken once for several responses rather than once for each.
+    /// The server lets the end of the current response wait in `ConnIo::out` instead of writing it (set while the
+    /// thread answering it has more queued requests to answer next): that thread sends it together with their
+    /// responses, before it polls, rests or keeps it waiting too long, so that a client is woken once for several
+    /// responses rather than once for each.
     pub may_defer: AtomicBool,
     /// Milliseconds since `PROGRESS_EPOCH` when the current response last sent a block; 0 before the first.
     progress_ms: AtomicU64,

@@ -392,8 +392,8 @@ impl Shared {
                 return;
             }
             // Attached to the interpreter, having just answered a request: take the next queued one directly.
-            if let Some(exchange) = self.take_queued(index) {
-                self.run(index, exchange, worker);
+            if let Some((exchange, more)) = self.take_queued(index) {
+                self.run(index, exchange, more, worker);
                 since_poll += 1;
                 // Between queued requests, look at the sockets now and then so that a long queue (or a pipelining
                 // client) does not hold back accepts and reads for everyone else.
@@ -417,21 +417,21 @@ impl Shared {
                 self.flush_deferred(index);
                 job = self.wait_for_work(index);
             });
-            if let Some(exchange) = job {
-                self.run(index, exchange, worker);
+            if let Some((exchange, more)) = job {
+                self.run(index, exchange, more, worker);
                 since_poll += 1;
             }
         }
     }
 
     /// Polls or rests, without the interpreter, until this thread may run a queued request; `None` when stopping.
-    fn wait_for_work(&self, index: usize) -> Option<Exchange> {
+    fn wait_for_work(&self, index: usize) -> Option<(Exchange, bool)> {
         loop {
             if self.stopping() {
                 return None;
             }
-            if let Some(exchange) = self.take_queued(index) {
-                return Some(exchange);
+            if let Some(taken) = self.take_queued(index) {
+                return Some(taken);
             }
             // While another thread is in the application, this one polls only when the watcher says that thread
             // stalled, or while requests block on I/O: otherwise a CPU-bound app would have two threads fighting
@@ -450,12 +450,14 @@ impl Shared {
     }
 
     /// The next queued request, unless app thread `index` should leave it to another (see
-    /// `fresh_request_elsewhere`; not asked while requests block on I/O, see `app_blocks`).
-    fn take_queued(&self, index: usize) -> Option<Exchange> {
+    /// `fresh_request_elsewhere`; not asked while requests block on I/O, see `app_blocks`), and whether more
+    /// requests wait behind it.
+    fn take_queued(&self, index: usize) -> Option<(Exchange, bool)> {
         if !self.app_blocks.load(Ordering::Acquire) && self.fresh_request_elsewhere(index) {
             return None;
         }
-        self.queue.lock().pop_front()
+        let mut queue = self.queue.lock();
+        queue.pop_front().map(|exchange| (exchange, !queue.is_empty()))
     }
 
     /// True while another app thread is running (not blocked) a request that entered the application less than
@@ -1059,8 +1061,9 @@ impl Shared {
         true
     }
 
-    /// Answers one request and then keeps serving its connection while requests are already buffered.
-    fn run(&self, index: usize, mut exchange: Exchange, worker: &dyn Worker) {
+    /// Answers one request and then keeps serving its connection while requests are already buffered. `more`: other
+    /// requests were queued behind it when it was taken.
+    fn run(&self, index: usize, mut exchange: Exchange, more: bool, worker: &dyn Worker) {
         let mut inline = 1;
         loop {
             exchange.conn.response_started.store(false, Ordering::Release);
@@ -1070,8 +1073,11 @@ impl Shared {
             if deferred_since != 0 && entered.saturating_sub(deferred_since) >= DEFER_LIMIT.as_nanos() as u64 {
                 self.flush_deferred(index);
             }
-            // Not while requests block on I/O: the next one could keep this one waiting until the watcher looks.
-            let may_defer = !self.app_blocks.load(Ordering::Acquire);
+            // Only when this thread has more requests to answer right after this one, whose responses this one's
+            // can leave with; never otherwise, so that a response is not kept waiting for the work its own request
+            // does after it (the iterable's `close()`). Not while requests block on I/O either: the next one
+            // could keep this one waiting until the watcher looks.
+            let may_defer = more && !self.app_blocks.load(Ordering::Acquire);
             exchange.conn.may_defer.store(may_defer, Ordering::Relaxed);
             if self.config.timeout.is_some() {
                 self.deadlines
