@@ -207,3 +207,32 @@ def test_a_response_held_back_for_the_next_request_leaves_while_that_one_is_stil
         assert read_response(first) == b'HTTP/1.1 200 OK done'
         release.touch()
         assert read_response(second) == b'HTTP/1.1 200 OK released'
+
+
+def test_a_client_that_does_not_read_a_large_file_holds_no_app_thread(serve, tmp_path):
+    # A file body leaves with sendfile(2); what the client does not take at once is sent from the poller as it
+    # makes room. With one app thread, another client is answered while the first reads nothing.
+    data = bytes(range(256)) * (32 * 4096)  # 32 MiB: more than loopback socket buffers hold
+    path = tmp_path / 'big'
+    path.write_bytes(data)
+    served = serve('slow:app', '--threads', '1')
+    with socket.create_connection((served.host, served.port), timeout=10) as reader:
+        reader.sendall(f'GET /file?{path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+        reader.recv(1, socket.MSG_PEEK)  # the response has started
+        assert requests.get(f'{served.url}/fast', timeout=5).text == 'done'
+        received = b''
+        while b'\r\n\r\n' not in received:
+            received += reader.recv(65536)
+        head, _, body = received.partition(b'\r\n\r\n')
+        assert head.startswith(b'HTTP/1.1 200 OK\r\n')
+        assert f'content-length: {len(data)}'.encode() in head.lower()
+        body_parts = [body]
+        size = len(body)
+        while size < len(data):
+            chunk = reader.recv(1 << 20)
+            assert chunk, f'connection closed after {size} bytes'
+            body_parts.append(chunk)
+            size += len(chunk)
+        assert b''.join(body_parts) == data
+    # The connection stays usable for the next request after a parked file tail.
+    assert requests.get(f'{served.url}/fast', timeout=5).text == 'done'

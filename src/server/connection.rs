@@ -7,7 +7,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use mio::net::{TcpStream, UnixStream};
@@ -100,6 +100,8 @@ pub struct ConnIo {
     out: Vec<u8>,
     /// Close once `out` is sent instead of reading the next request.
     pub close_after_flush: bool,
+    /// The end of a file body that follows `out` (see `park_file`).
+    file_tail: Option<FileTail>,
     /// `out` ends with a finished response no write has tried yet (see `Conn::may_defer`): no writable edge will
     /// come for it, so whoever holds it must send it.
     pub deferred: bool,
@@ -112,6 +114,15 @@ pub struct ConnIo {
     pub proxy_pending: bool,
     /// The client address a PROXY protocol header gave, which replaces the peer's in environ.
     pub proxied: Option<std::net::SocketAddr>,
+}
+
+/// What is left of a file body sent with sendfile(2) once the client stopped taking it at once: the poller sends the
+/// rest as the client makes room, from its own copy of the descriptor.
+#[derive(Debug)]
+struct FileTail {
+    file: OwnedFd,
+    offset: u64,
+    remaining: u64,
 }
 
 /// Largest response tail parked for the poller; beyond it the answering thread waits for the client.
@@ -385,7 +396,28 @@ impl ConnIo {
     /// True while a parked response tail waits to be sent.
     #[must_use]
     pub fn has_pending_output(&self) -> bool {
-        !self.out.is_empty()
+        !self.out.is_empty() || self.file_tail.is_some()
+    }
+
+    /// Bytes of parked response tail still to send, to tell whether a flush made progress.
+    #[must_use]
+    pub fn pending_len(&self) -> u64 {
+        self.out.len() as u64 + self.file_tail.as_ref().map_or(0, |tail| tail.remaining)
+    }
+
+    /// Parks the last `remaining` bytes of a file body, from `offset` in `fd`, for the poller to send after `out`
+    /// (the response must end with them). The caller's descriptor may be closed as soon as this returns.
+    ///
+    /// # Errors
+    /// As dup(2).
+    pub fn park_file(&mut self, fd: RawFd, offset: u64, remaining: u64) -> io::Result<()> {
+        let file = crate::sys::dup_owned(fd)?;
+        self.file_tail = Some(FileTail {
+            file,
+            offset,
+            remaining,
+        });
+        Ok(())
     }
 
     /// Sends as much of the parked tail as the socket takes; true once all of it is gone.
@@ -408,7 +440,22 @@ impl ConnIo {
                 Err(e) => return Err(e),
             }
         }
+        let socket = stream.raw_fd();
         self.reset_out();
+        if let Some(tail) = self.file_tail.as_mut() {
+            while tail.remaining > 0 {
+                let count = usize::try_from(tail.remaining.min(1 << 30)).unwrap_or(1 << 30);
+                match crate::sys::sendfile(socket, tail.file.as_raw_fd(), &mut tail.offset, count) {
+                    // The file shrank under the response: it cannot be completed.
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => tail.remaining -= n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            self.file_tail = None;
+        }
         Ok(true)
     }
 
@@ -499,6 +546,7 @@ impl Conn {
                 closing: false,
                 out: Vec::new(),
                 close_after_flush: false,
+                file_tail: None,
                 deferred: false,
                 requests: 0,
                 head_since: None,

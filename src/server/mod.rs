@@ -877,6 +877,7 @@ impl Shared {
                 _ => false,
             };
             if io.has_pending_output() && !held {
+                let pending = io.pending_len();
                 match io.flush_pending() {
                     Ok(true) => {
                         conn.touch(self.now());
@@ -886,8 +887,12 @@ impl Shared {
                         }
                         continue;
                     }
-                    // The rest goes when the client makes room (a writable edge).
+                    // The rest goes when the client makes room (a writable edge). A client that takes some of
+                    // a long file tail each time is active: the write timeout counts from its last progress.
                     Ok(false) => {
+                        if io.pending_len() < pending {
+                            conn.touch(self.now());
+                        }
                         drop(io);
                         if conn.release() {
                             return Drive::Done;

@@ -278,7 +278,8 @@ impl StartResponse {
     }
 
     /// Sends `length` bytes of file `fd` from `offset` with sendfile(2), after the head if it has not left.
-    /// The app's Content-Length, if any, still bounds what is sent.
+    /// The app's Content-Length, if any, still bounds what is sent. What the client does not take at once is left
+    /// to the poller (`ConnIo::park_file`), so the file body must end the response.
     ///
     /// # Errors
     /// As `send`.
@@ -303,7 +304,7 @@ impl StartResponse {
             _ => length,
         };
         let mut offset = offset;
-        let io = self.conn.io.lock();
+        let mut io = self.conn.io.lock();
         let Some(socket) = io.stream.as_ref().map(crate::server::connection::Stream::raw_fd) else {
             return Err(SendError::Io(io::ErrorKind::NotConnected.into()));
         };
@@ -318,8 +319,11 @@ impl StartResponse {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    py.detach(|| wait_fd(socket, true, self.send_timeout))
-                        .map_err(SendError::Io)?;
+                    // The rest leaves from the poller as the client takes it: a slow reader of a large file
+                    // holds no app thread. The file body ends the response (`send_file` callers finish next).
+                    io.park_file(fd, offset, remaining).map_err(SendError::Io)?;
+                    sent.body_bytes += remaining;
+                    return Ok(());
                 }
                 Err(e) => return Err(SendError::Io(e)),
             }

@@ -1,5 +1,6 @@
 """Fixture app for deadline and capacity tests: `/sleep?S` sleeps S seconds, `/burn?S` computes S seconds,
-`/until?PATH` waits (up to 10 s) until the file PATH exists, anything else answers at once."""
+`/until?PATH` waits (up to 10 s) until the file PATH exists, `/file?PATH` sends file PATH through wsgi.file_wrapper,
+anything else answers at once."""
 
 import os
 import sys
@@ -21,6 +22,9 @@ def app(environ, start_response):
         until = time.monotonic() + float(environ['QUERY_STRING'] or '1')
         while time.monotonic() < until:  # computes, holding the GIL but for the interpreter's switches
             pass
+    if environ['PATH_INFO'] == '/file':
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](open(environ['QUERY_STRING'], 'rb'))  # the server closes it
     if environ['PATH_INFO'] == '/until':
         deadline = time.monotonic() + 10
         while not os.path.exists(environ['QUERY_STRING']) and time.monotonic() < deadline:
