@@ -96,7 +96,8 @@ pub struct ConnIo {
     /// Our side is shut down; remaining input is read and dropped until the peer closes.
     pub closing: bool,
     /// Response bytes owed to the client: the tail of a finished response it was not ready to take (the poller
-    /// sends it), or small blocks of a streamed response staged to leave in one write (see `stage`).
+    /// sends it), small blocks of a streamed response staged to leave in one write (see `stage`), or the end of
+    /// a response held back to leave with the next ones (see `defer`).
     out: Vec<u8>,
     /// Close once `out` is sent instead of reading the next request.
     pub close_after_flush: bool,
@@ -311,6 +312,7 @@ impl ConnIo {
         wait: &mut dyn FnMut(RawFd) -> io::Result<()>,
         park: bool,
     ) -> io::Result<()> {
+        debug_assert!(self.file_tail.is_none(), "a parked file body ends its response");
         self.deferred = false;
         // Staged bytes go first, in the same write.
         if !self.out.is_empty() {

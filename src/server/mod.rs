@@ -10,6 +10,9 @@
 //! gets its health checks answered and its excess shed.
 //! Once it sees a request blocked on I/O, and for a while after, free threads poll and take queued work beside
 //! those in the application without waiting for it, as in a classic thread pool.
+//! A thread answering queued requests back to back holds each finished response (up to `DEFER_LIMIT`) to send it
+//! with the next ones, so that a client is woken once for several; a file body the client does not take at once
+//! is left to the poller.
 
 #![forbid(unsafe_code)]
 

@@ -1,7 +1,7 @@
 //! The watcher thread: it never runs the application. It wakes every millisecond while a request is in the
-//! application, enforces deadlines, sends what streamed responses staged, and when the app threads stall while work
-//! waits (a request blocked on I/O, or only long requests computing) it hands the work to a free thread, starts one,
-//! or polls in their place.
+//! application, enforces deadlines, sends what streamed responses staged and responses held back too long, and when
+//! the app threads stall while work waits (a request blocked on I/O, or only long requests computing) it hands the
+//! work to a free thread, starts one, or polls in their place.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
