@@ -278,31 +278,32 @@ impl ConnIo {
     /// Appends `bufs` to the bytes owed to the client without writing, if they fit in `STAGE_LIMIT` with what
     /// is already staged; false when they do not (the caller writes them, after the staged ones).
     pub fn stage(&mut self, bufs: &[IoSlice<'_>]) -> bool {
-        let len: usize = bufs.iter().map(|b| b.len()).sum();
-        if self.out.len() + len > STAGE_LIMIT {
-            return false;
-        }
         // Room for a few more blocks at once rather than growing by doubling from the first one.
-        if self.out.capacity() == 0 {
-            self.out.reserve(len.max(STAGE_START));
-        }
-        for buf in bufs {
-            self.out.extend_from_slice(buf);
-        }
-        true
+        self.append_out(bufs, STAGE_START)
     }
 
     /// Keeps the end of a response in `out` without writing (see `Conn::may_defer`), if it fits in `STAGE_LIMIT`
     /// with what is already there; false when it does not (the caller writes it).
     pub fn defer(&mut self, bufs: &[IoSlice<'_>]) -> bool {
+        // Sent within the moment: no room for more is reserved.
+        let kept = self.append_out(bufs, 0);
+        self.deferred |= kept;
+        kept
+    }
+
+    /// Appends `bufs` to `out` if they fit in `STAGE_LIMIT` with what is there, reserving at least `first_room`
+    /// bytes when `out` has no allocation yet.
+    fn append_out(&mut self, bufs: &[IoSlice<'_>], first_room: usize) -> bool {
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if self.out.len() + len > STAGE_LIMIT {
             return false;
         }
+        if self.out.capacity() == 0 {
+            self.out.reserve(len.max(first_room));
+        }
         for buf in bufs {
             self.out.extend_from_slice(buf);
         }
-        self.deferred = true;
         true
     }
 

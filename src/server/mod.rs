@@ -177,8 +177,17 @@ struct AppThread {
     /// Connections whose finished responses it holds back (see `Conn::may_defer`). Only this thread adds to it,
     /// and only while it holds the connection's `io`; the watcher takes from it without waiting for any lock.
     deferred: Mutex<Vec<Arc<Conn>>>,
-    /// When the oldest of them finished (on `app_clock`), or 0 while there are none.
+    /// When the oldest of them finished (on `app_clock`), or 0 while there are none; 1 once it holds `DEFER_MAX`.
     deferred_since: AtomicU64,
+}
+
+impl AppThread {
+    /// True when its held-back responses must leave now (`now` on `app_clock`): the oldest has waited
+    /// `DEFER_LIMIT`, or it holds `DEFER_MAX` of them.
+    fn holds_too_long(&self, now: u64) -> bool {
+        let since = self.deferred_since.load(Ordering::Relaxed);
+        since != 0 && now.saturating_sub(since) >= DEFER_LIMIT.as_nanos() as u64
+    }
 }
 
 #[derive(Default)]
@@ -1077,8 +1086,7 @@ impl Shared {
             exchange.conn.response_started.store(false, Ordering::Release);
             exchange.conn.reset_progress();
             let entered = self.app_clock();
-            let deferred_since = self.app_threads[index].deferred_since.load(Ordering::Relaxed);
-            if deferred_since != 0 && entered.saturating_sub(deferred_since) >= DEFER_LIMIT.as_nanos() as u64 {
+            if self.app_threads[index].holds_too_long(entered) {
                 self.flush_deferred(index);
             }
             // Only when this thread has more requests to answer right after this one, whose responses this one's
@@ -1163,7 +1171,7 @@ impl Shared {
             thread.deferred_since.store(self.app_clock(), Ordering::Relaxed);
         }
         if list.len() >= DEFER_MAX {
-            // Sent by the caller's next look at `deferred_since`: as if the limit in time were reached.
+            // Makes `holds_too_long` true at the next look, as if the limit in time were reached.
             thread.deferred_since.store(1, Ordering::Relaxed);
         }
     }

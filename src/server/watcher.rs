@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::deadline::Overdue;
-use super::{send_deferred, Shared, Worker, DEFER_LIMIT, LONG_REQUEST, STALL};
+use super::{send_deferred, Shared, Worker, LONG_REQUEST, STALL};
 use crate::sys::ThreadActivity;
 
 /// Requests computing side by side beyond which the watcher starts no thread for a stall of long requests: more of
@@ -199,8 +199,7 @@ impl Shared {
     fn send_held_back(&self) {
         let now = self.app_clock();
         for thread in &self.app_threads[..] {
-            let since = thread.deferred_since.load(Ordering::Relaxed);
-            if since == 0 || now.saturating_sub(since) < DEFER_LIMIT.as_nanos() as u64 {
+            if !thread.holds_too_long(now) {
                 continue;
             }
             // Never wait: the thread holds its list only for short moments, and a connection's `io` while it
