@@ -90,6 +90,29 @@ def test_app_threads_start_when_requests_block_and_never_beyond_threads(serve):
     assert app_thread_names(served) == [f'rustwsgi-{i}' for i in range(7)]
 
 
+def test_a_request_blocked_on_io_does_not_start_a_thread_for_each_request_that_computes(serve):
+    served = serve('slow:app', '--threads', '32')
+    sleeper = threading.Thread(target=lambda: requests.get(f'{served.url}/sleep?0.5', timeout=30))
+    sleeper.start()
+    served.wait_for_log('slow request entered the app')
+    answers: list[str] = []
+
+    def fetch() -> None:
+        with requests.Session() as session:
+            answers.extend(session.get(f'{served.url}/burn?0.002', timeout=60).text for _ in range(10))
+
+    # While one request sleeps, sixteen clients send short computations. One thread beside the sleeping one is
+    # enough for them: more would only queue for the GIL (and, once started, stay).
+    clients = [threading.Thread(target=fetch) for _ in range(16)]
+    for client in clients:
+        client.start()
+    for client in [*clients, sleeper]:
+        client.join()
+    assert answers == ['done'] * 160
+    app_threads = [name for name in app_thread_names(served) if name != 'rustwsgi-32']
+    assert 2 <= len(app_threads) <= 4, app_threads
+
+
 def test_requests_that_compute_start_at_most_four_threads_and_health_checks_still_answer(serve):
     served = serve('slow:app', '--threads', '8', '--health-path', '/healthz')
     answers: list[str] = []

@@ -9,7 +9,9 @@
 //! requests to a free one, so an app blocked on I/O does not stall the other connections, and a saturated app still
 //! gets its health checks answered and its excess shed.
 //! Once it sees a request blocked on I/O, and for a while after, free threads poll and take queued work beside
-//! those in the application without waiting for it, as in a classic thread pool.
+//! those in the application without waiting for it, as in a classic thread pool. The watcher starts threads for it
+//! one at a time, and only while every thread at work is in the application and none of them computes: beside a
+//! request that does, another thread would only queue for the GIL, and started threads stay.
 //! A thread answering queued requests back to back holds each finished response (up to `DEFER_LIMIT`) to send it
 //! with the next ones, so that a client is woken once for several; a file body the client does not take at once
 //! is left to the poller.
@@ -818,18 +820,14 @@ impl Shared {
         queued
     }
 
-    /// Wakes (or starts) up to `count` app threads to take queued requests (while requests block on I/O): the
-    /// polling thread runs one itself, so one of those woken may find nothing left and poll in its place.
+    /// Wakes up to `count` resting app threads to take queued requests (while requests block on I/O): the polling
+    /// thread runs one itself, so one of those woken may find nothing left and poll in its place. Starting more
+    /// threads is the watcher's (`thread_would_help`): started threads stay, and beside a request that computes,
+    /// another would only queue for the GIL.
     fn wake_spares(&self, count: usize) {
-        let mut idle = self.idle.lock();
-        let resting = count.min(idle.spares);
-        for _ in 0..resting {
+        let idle = self.idle.lock();
+        for _ in 0..count.min(idle.spares) {
             self.spare_cv.notify_one();
-        }
-        for _ in resting..count {
-            if self.start_app_thread(&mut idle).is_err() {
-                break;
-            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::deadline::Overdue;
-use super::{send_deferred, Shared, Worker, LONG_REQUEST, STALL};
+use super::{send_deferred, Idle, Shared, Worker, LONG_REQUEST, STALL};
 use crate::sys::ThreadActivity;
 
 /// Requests computing side by side beyond which the watcher starts no thread for a stall of long requests: more of
@@ -70,9 +70,16 @@ impl Shared {
                 }
             }
             if !self.no_thread_may_join(stall) {
+                let mut idle = self.idle.lock();
+                if stall == Stall::BlockedOnIo && idle.spares == 0 {
+                    // While requests block on I/O (`app_blocks`) a new thread takes queued work, or polls, without
+                    // a hand-off (one left over would be taken only once some thread rests). One starts at each
+                    // look that `thread_would_help`: until it is in the application, the next is held back.
+                    let _ = self.start_app_thread(&mut idle);
+                    continue;
+                }
                 // An app thread is free, or may start: hand it the poll and the queued work. Not while an earlier
                 // hand-off is still on its way: a thread just started may wait for the GIL before it takes it.
-                let mut idle = self.idle.lock();
                 if idle.handoffs == 0 && (idle.spares > 0 || self.start_app_thread(&mut idle).is_ok()) {
                     idle.handoffs += 1;
                     self.spare_cv.notify_one();
@@ -149,7 +156,7 @@ impl Shared {
                 if !app_blocks {
                     self.app_blocks.store(true, Ordering::Release);
                 }
-                if work_waiting {
+                if work_waiting && self.thread_would_help(&idle) {
                     return Stall::BlockedOnIo;
                 }
             }
@@ -218,6 +225,17 @@ impl Shared {
                 thread.deferred_since.store(0, Ordering::Relaxed);
             }
         }
+    }
+
+    /// True when another app thread would get queued work done sooner: every app thread at work (not resting; `idle`
+    /// is held) is inside the application, and none runs a request younger than `LONG_REQUEST` (they block on
+    /// I/O, or compute long). One between requests takes the work itself, and beside one that computes, another
+    /// thread would only queue for the GIL.
+    fn thread_would_help(&self, idle: &Idle) -> bool {
+        // The cheap answers first: the kernel is asked only about requests older than `ASK_KERNEL_AFTER`.
+        idle.app_threads_started - idle.spares <= self.in_app.load(Ordering::Acquire)
+            && self.requests_in_app().all(|(_, age)| age >= ASK_KERNEL_AFTER)
+            && !self.fresh_request_elsewhere(self.config.threads)
     }
 
     /// True when every request in the application has been there for `LONG_REQUEST` or more. While one is younger,
