@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use mio::net::{TcpStream, UnixStream};
 use parking_lot::Mutex;
 
+use crate::sys::{sendfile_until_full, SendfileEnd};
+
 const OWNED: u8 = 1;
 const SEEN: u8 = 2;
 
@@ -446,18 +448,12 @@ impl ConnIo {
         let socket = stream.raw_fd();
         self.reset_out();
         if let Some(tail) = self.file_tail.as_mut() {
-            while tail.remaining > 0 {
-                let count = usize::try_from(tail.remaining.min(1 << 30)).unwrap_or(1 << 30);
-                match crate::sys::sendfile(socket, tail.file.as_raw_fd(), &mut tail.offset, count) {
-                    // The file shrank under the response: it cannot be completed.
-                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                    Ok(n) => tail.remaining -= n as u64,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) => return Err(e),
-                }
+            match sendfile_until_full(socket, tail.file.as_raw_fd(), &mut tail.offset, &mut tail.remaining)? {
+                SendfileEnd::Sent => self.file_tail = None,
+                SendfileEnd::SocketFull => return Ok(false),
+                // The file shrank under the response: it cannot be completed.
+                SendfileEnd::FileEnded => return Err(io::ErrorKind::UnexpectedEof.into()),
             }
-            self.file_tail = None;
         }
         Ok(true)
     }

@@ -17,7 +17,7 @@ use crate::http::response::{
     body_allowed, chunk_size_line, encode_status_line, end_head, Framing, HeadOptions, LAST_CHUNK, STATUS_OFFSET,
 };
 use crate::server::connection::{Conn, Pieces, INLINE_PIECES};
-use crate::sys::{sendfile, wait_fd};
+use crate::sys::{sendfile_until_full, wait_fd, SendfileEnd};
 
 use super::input::Input;
 
@@ -308,25 +308,18 @@ impl StartResponse {
         let Some(socket) = io.stream.as_ref().map(crate::server::connection::Stream::raw_fd) else {
             return Err(SendError::Io(io::ErrorKind::NotConnected.into()));
         };
-        while remaining > 0 {
-            let count = usize::try_from(remaining.min(1 << 30)).unwrap_or(1 << 30);
-            match sendfile(socket, fd, &mut offset, count) {
-                Ok(0) => break,
-                Ok(n) => {
-                    remaining -= n as u64;
-                    sent.body_bytes += n as u64;
-                    self.conn.note_progress();
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The rest leaves from the poller as the client takes it: a slow reader of a large file
-                    // holds no app thread. The file body ends the response (`send_file` callers finish next).
-                    io.park_file(fd, offset, remaining).map_err(SendError::Io)?;
-                    sent.body_bytes += remaining;
-                    return Ok(());
-                }
-                Err(e) => return Err(SendError::Io(e)),
-            }
+        let before = remaining;
+        let end = sendfile_until_full(socket, fd, &mut offset, &mut remaining);
+        sent.body_bytes += before - remaining;
+        if remaining < before {
+            self.conn.note_progress();
+        }
+        // A file that ended early leaves the response short of its length: `keeps_connection` closes it.
+        if end.map_err(SendError::Io)? == SendfileEnd::SocketFull {
+            // The rest leaves from the poller as the client takes it: a slow reader of a large file holds no app
+            // thread. The file body ends the response (`send_file` callers finish next).
+            io.park_file(fd, offset, remaining).map_err(SendError::Io)?;
+            sent.body_bytes += remaining;
         }
         Ok(())
     }
