@@ -6,9 +6,9 @@
     python bench/run.py --scenarios hello,flask --servers rustwsgi,granian-bt4 --reps 3
     python bench/run.py --report bench/results/RUN_ID   # re-render a run's report and charts
 
-Any Python 3.10+ can start it: it creates (or reuses) the bench virtualenv, installs the peer servers,
-Flask, Django and matplotlib there, builds rustwsgi with ``maturin build --release`` and installs the
-wheel, then re-runs itself with the venv's interpreter to measure. Results go to
+Any Python 3.10+ can start it: it creates (or reuses) the bench virtualenv, builds rustwsgi there with
+``maturin build --release`` and installs the wheel with its ``bench`` extra (the peer servers, Flask, Django
+and matplotlib, from PyPI), then re-runs itself with the venv's interpreter to measure. Results go to
 ``bench/results/RUN_ID/``: report.md, *.png, records.jsonl, meta.json and the servers' logs.
 """
 
@@ -35,7 +35,7 @@ import registry  # stdlib only; bench/ is on sys.path as the script's directory
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / 'results'
-PEER_PACKAGES = ['granian', 'gunicorn', 'waitress', 'fastwsgi', 'bjoern', 'flask', 'django', 'matplotlib']
+# What the `bench` extra (pyproject.toml) installs, as imported.
 IMPORTS = 'import granian, gunicorn, waitress, fastwsgi, bjoern, flask, django, matplotlib'
 QUICK = {'reps': 1, 'duration': 2, 'warmup': 1, 'max_wait': 2.0, 'retries': 0}
 FULL = {'reps': 3, 'duration': 5, 'warmup': 1, 'max_wait': 30.0, 'retries': 1}
@@ -83,25 +83,29 @@ def check_tools() -> None:
         sys.exit('needs two CPUs: the server is pinned to CPU 0, wrk to CPU 1')
 
 
-def ensure_venv(venv: Path) -> Path:
-    """Create the bench venv if needed and install what is missing; returns its python."""
+def ensure_venv(venv: Path, build: bool) -> Path:
+    """Create the bench venv if needed, with maturin to build rustwsgi; returns its python. Without a build, the
+    rustwsgi and peers installed there are used as they are."""
     py = venv / 'bin' / 'python'
     if not py.exists():
         run([sys.executable, '-m', 'venv', venv])
-    ok = subprocess.run([py, '-c', IMPORTS], capture_output=True, check=False).returncode == 0  # noqa: S603
-    if not ok or not (venv / 'bin' / 'maturin').exists():
+    if build and not (venv / 'bin' / 'maturin').exists():
         run([py, '-m', 'pip', 'install', '--upgrade', 'pip'])
-        run([py, '-m', 'pip', 'install', 'maturin>=1.5,<2', *PEER_PACKAGES])
+        run([py, '-m', 'pip', 'install', 'maturin>=1.5,<2'])
+    if not build and subprocess.run([py, '-c', IMPORTS], capture_output=True, check=False).returncode:  # noqa: S603
+        sys.exit(f"--no-build: {venv} lacks the peers; run once without it (or pip install 'rustwsgi[bench]')")
     return py
 
 
 def build_rustwsgi(py: Path) -> None:
-    """maturin build --release into a target directory of its own, then install the wheel into the venv."""
+    """maturin build --release into a target directory of its own, then install the wheel into the venv, with the
+    peers of its ``bench`` extra (pip leaves those already there)."""
     env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / 'target' / 'bench'))
     with tempfile.TemporaryDirectory() as out:
         run([py.parent / 'maturin', 'build', '--release', '--interpreter', py, '--out', out], cwd=REPO, env=env)
-        wheels = sorted(Path(out).glob('rustwsgi-*.whl'))
-        run([py, '-m', 'pip', 'install', '--force-reinstall', '--no-deps', wheels[-1]])
+        wheel = sorted(Path(out).glob('rustwsgi-*.whl'))[-1]
+        run([py, '-m', 'pip', 'install', '--force-reinstall', '--no-deps', wheel])
+        run([py, '-m', 'pip', 'install', f'{wheel}[bench]'])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -247,7 +251,7 @@ def main() -> None:
         py = a.venv.resolve() / 'bin' / 'python'
         if not a.report:
             check_tools()
-            py = ensure_venv(a.venv.resolve())
+            py = ensure_venv(a.venv.resolve(), build=not a.no_build)
             if not a.no_build:
                 build_rustwsgi(py)
         os.execv(py, [str(py), __file__, *sys.argv[1:], '--in-venv'])  # noqa: S606
