@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -258,4 +259,33 @@ def test_a_client_that_does_not_read_a_large_file_holds_no_app_thread(serve, tmp
             size += len(chunk)
         assert b''.join(body_parts) == data
     # The connection stays usable for the next request after a parked file tail.
+    assert requests.get(f'{served.url}/fast', timeout=5).text == 'done'
+
+
+def test_a_file_that_shrinks_while_its_tail_waits_for_the_client_ends_in_a_close(serve, tmp_path):
+    # The poller sends a parked file tail as the client makes room. If the file is cut short meanwhile, the
+    # response cannot reach its Content-Length: the client gets what was sent and then the end of the connection,
+    # not a connection left open, and the server goes on answering.
+    data = bytes(range(256)) * (32 * 4096)  # 32 MiB: more than loopback socket buffers hold
+    path = tmp_path / 'big'
+    path.write_bytes(data)
+    # Idle connections are kept longer than the client waits: only the end of this response may close it.
+    served = serve('slow:app', '--threads', '1', '--keep-alive', '60')
+    with socket.create_connection((served.host, served.port), timeout=10) as reader:
+        reader.sendall(f'GET /file?{path} HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+        reader.recv(1, socket.MSG_PEEK)  # the response has started
+        # Answered by the only app thread: the file's tail is parked with the poller by now.
+        assert requests.get(f'{served.url}/fast', timeout=5).text == 'done'
+        os.truncate(path, 1 << 20)
+        received = b''
+        while chunk := reader.recv(1 << 20):  # a timeout here: the connection was left open
+            received += chunk
+    head, _, body = received.partition(b'\r\n\r\n')
+    assert head.startswith(b'HTTP/1.1 200 OK\r\n')
+    assert f'content-length: {len(data)}'.encode() in head.lower()
+    assert len(body) < len(data)
+    # What the file still holds arrives intact. Bytes past the cut that were already queued are the kernel's: sendfile
+    # queues page-cache pages by reference, and truncating the file changes them.
+    kept = min(len(body), 1 << 20)
+    assert body[:kept] == data[:kept]
     assert requests.get(f'{served.url}/fast', timeout=5).text == 'done'

@@ -680,6 +680,31 @@ def test_file_wrapper_real_file(
     assert len(events.events('real', 'file_close')) == 1
 
 
+def test_file_wrapper_file_shorter_than_its_content_length_ends_in_a_close(
+    serve: Callable[..., Any], events: EventLog, tmp_path: Path
+) -> None:
+    """A file holding less than the app's Content-Length: what it has is sent, then the connection closes, so that
+    the client neither waits for bytes that never come nor reads a next response as the rest of this body."""
+    data = _content(10_000)
+    path = tmp_path / 'short.bin'
+    path.write_bytes(data)
+    # Idle connections are kept longer than the client waits: only the end of this response may close it.
+    served = serve('pep:app', '--threads', '1', '--keep-alive', '60', env=events.env)
+    with socket.create_connection(('127.0.0.1', served.port), timeout=5) as sock:
+        sock.sendall(f'GET /file?path={quote(str(path))}&tag=short&cl=20000 HTTP/1.1\r\nHost: x\r\n\r\n'.encode())
+        received = b''
+        # A server that kept the connection open would make this recv time out.
+        while chunk := sock.recv(65536):
+            received += chunk
+    response = parse_response(received)
+    assert response.status == 200
+    assert response.header('Content-Length') == '20000'
+    assert not response.complete
+    assert response.body == data
+    events.wait('short', 'file_close')
+    assert get(served.port, '/file?size=10&tag=after').body == _pattern(10)
+
+
 def test_file_wrapper_file_like_without_fileno(serve: Callable[..., Any], events: EventLog) -> None:
     """wsgi.file_wrapper also serves a file-like object with no descriptor (read loop), then closes it."""
     served = serve('pep:app', '--threads', '1', env=events.env)
