@@ -9,7 +9,14 @@ alone (``run.py`` gives those). Rounds alternate which server starts first and w
 The same method compares two rustwsgi builds: ``--baseline DIR`` runs the build installed in DIR (``pip install
 --target DIR``) as the peer ``rustwsgi-baseline``.
 
+``--in-turn`` measures each server alone instead: both are started side by side on CPU 0 and loaded one after the
+other, ``--rounds`` times in short runs (order alternating), so each gets the core to itself as in ``run.py`` while
+drifts of the machine slower than a round still hit both alike. Use it where sharing the core changes what is
+measured, such as how a server batches its responses.
+
     python3 bench/pair.py --venv /work/benchvenv --scenarios hello,chunked --peers bjoern,fastwsgi --rounds 4
+    python3 bench/pair.py --venv /work/benchvenv --scenarios flask --peers '' --baseline DIR --in-turn --rounds 24 \
+        --duration 2
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--baseline', type=Path, help=f'a rustwsgi build installed in this directory, run as {BASELINE}')
     p.add_argument('--rounds', type=int, default=4)
     p.add_argument('--duration', type=int, default=5, help='seconds of load per round')
+    p.add_argument('--in-turn', action='store_true', help='load the two servers one after the other, not at once')
     p.add_argument('--out', type=Path, default=BENCH / 'results')
     a = p.parse_args()
     if a.rounds < 1 or a.duration < 1:
@@ -92,26 +100,15 @@ def load_together(procs: list[subprocess.Popen[bytes]], ports: list[int], sc: Sc
     ]
 
 
-def one_round(py: str, pair: list[Server], sc: Scenario, a: argparse.Namespace, logdir: Path) -> dict[str, Any]:
-    ports = [measure.free_port() for _ in pair]
-    while ports[0] == ports[1]:
-        ports[1] = measure.free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = [(logdir / f'{s.name}.{sc.name}.log').open('ab') for s in pair]
-    try:
-        for server, port, log in zip(pair, ports, logs, strict=True):
-            procs.append(measure.start_server(server.argv(py, sc.target, port, 1), log, sc))
-        for proc, port in zip(procs, ports, strict=True):
-            err = measure.wait_ready(proc, sc, port, 30)
-            if err:
-                raise RuntimeError(err)
-        load_together(procs, ports, sc, WARMUP_S)
-        figures = load_together(procs, ports, sc, a.duration)
-    finally:
-        for proc in procs:
-            measure.stop_server(proc)
-        for log in logs:
-            log.close()
+def load_in_turn(procs: list[subprocess.Popen[bytes]], ports: list[int], sc: Scenario, seconds: int) -> list[dict]:
+    """Each server under load alone for ``seconds``, one after the other; per server its responses and CPU ticks."""
+    figures = []
+    for proc, port in zip(procs, ports, strict=True):
+        figures.extend(load_together([proc], [port], sc, seconds))
+    return figures
+
+
+def record(pair: list[Server], sc: Scenario, figures: list[dict]) -> dict[str, Any]:
     rec: dict[str, Any] = {'ts': dt.datetime.now().isoformat(timespec='seconds'), 'scenario': sc.name}
     for server, fig in zip(pair, figures, strict=True):
         fig['cpu_us_per_resp'] = round(fig['ticks'] / measure.CLK_TCK * 1e6 / fig['requests'], 2)
@@ -119,15 +116,57 @@ def one_round(py: str, pair: list[Server], sc: Scenario, a: argparse.Namespace, 
     return rec
 
 
+def run_pair(
+    py: str, pair: list[Server], sc: Scenario, a: argparse.Namespace, logdir: Path, rounds: int
+) -> list[dict[str, Any]]:
+    """Starts both servers, warms them up, then measures ``rounds`` times: at once, or in turn with the order
+    alternating (``--in-turn``). One record per round."""
+    ports = [measure.free_port() for _ in pair]
+    while ports[0] == ports[1]:
+        ports[1] = measure.free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = [(logdir / f'{s.name}.{sc.name}.log').open('ab') for s in pair]
+    records = []
+    try:
+        for server, port, log in zip(pair, ports, logs, strict=True):
+            procs.append(measure.start_server(server.argv(py, sc.target, port, 1), log, sc))
+        for proc, port in zip(procs, ports, strict=True):
+            err = measure.wait_ready(proc, sc, port, 30)
+            if err:
+                raise RuntimeError(err)
+        load = load_in_turn if a.in_turn else load_together
+        load(procs, ports, sc, WARMUP_S)
+        for rnd in range(rounds):
+            order = [1, 0] if rnd % 2 else [0, 1]
+            figures = load([procs[i] for i in order], [ports[i] for i in order], sc, a.duration)
+            records.append(record([pair[i] for i in order], sc, figures))
+    finally:
+        for proc in procs:
+            measure.stop_server(proc)
+        for log in logs:
+            log.close()
+    return records
+
+
 def report(records: list[dict], peers: list[str], scenarios: list[Scenario], a: argparse.Namespace) -> str:
+    if a.in_turn:
+        method = (
+            f'`bench/pair.py --in-turn --rounds {a.rounds} --duration {a.duration}`. rustwsgi and one peer started '
+            'side by side on CPU 0 and loaded one after the other, order alternating, by `wrk -t1` on CPU 1 (64 '
+            'connections unless the scenario says otherwise); CPU time per response of each from /proc (its whole '
+            'process tree). Each round pairs two back-to-back runs, so the responses ratio is the ratio of req/s.'
+        )
+    else:
+        method = (
+            f'`bench/pair.py --rounds {a.rounds} --duration {a.duration}`. rustwsgi and one peer on CPU 0 at the same '
+            'time, one `wrk -t1` each on CPU 1 (64 connections unless the scenario says otherwise); CPU time per '
+            'response of each over the same seconds (its whole process tree, from /proc). Absolute figures are of '
+            'two servers sharing a core; the ratio is the result.'
+        )
     lines = [
         '# Head to head',
         '',
-        f'{dt.date.today()}; `bench/pair.py --rounds {a.rounds} --duration {a.duration}`. rustwsgi and one peer on '
-        'CPU 0 at the same time, one `wrk -t1` each on CPU 1 (64 connections unless the scenario says otherwise); '
-        'CPU time per response of each over the same seconds (its whole process tree, from /proc). Absolute '
-        'figures are of two servers sharing a core; the ratio is the result. Below 1: rustwsgi spends less CPU '
-        'per response.',
+        f'{dt.date.today()}; {method} Below 1: rustwsgi spends less CPU per response.',
         '',
         '| scenario | peer | rustwsgi CPU µs/resp | peer CPU µs/resp | rustwsgi ÷ peer, each round | median | '
         'responses rustwsgi ÷ peer |',
@@ -172,21 +211,27 @@ def main() -> int:
     logdir = run_dir / 'logs'
     logdir.mkdir(parents=True)
     records: list[dict] = []
-    for rnd in range(a.rounds):
+    # At once: servers restarted for each round, rounds interleaved across scenarios and peers. In turn: both kept
+    # running for all the rounds of one scenario and peer, since each round is a pair of short runs.
+    passes = 1 if a.in_turn else a.rounds
+    for rnd in range(passes):
         for sc in scenarios:
             for peer in peers:
                 pair = [table[SUBJECT], table[peer]]
                 if rnd % 2:
                     pair.reverse()
                 try:
-                    rec = one_round(py, pair, sc, a, logdir)
+                    recs = run_pair(py, pair, sc, a, logdir, a.rounds if a.in_turn else 1)
                 except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                     print(f'round {rnd} {sc.name} {peer}: {e}', file=sys.stderr)
                     continue
-                rec['round'] = rnd
-                records.append(rec)
-                ratio = rec[SUBJECT]['cpu_us_per_resp'] / rec[peer]['cpu_us_per_resp']
-                print(f'round {rnd} {sc.name:8s} vs {peer:18s} CPU/resp rustwsgi ÷ peer {ratio:.3f}', flush=True)
+                for i, rec in enumerate(recs):
+                    rec['round'] = rnd + i
+                    records.append(rec)
+                    ratio = rec[SUBJECT]['cpu_us_per_resp'] / rec[peer]['cpu_us_per_resp']
+                    print(
+                        f'round {rnd + i} {sc.name:8s} vs {peer:18s} CPU/resp rustwsgi ÷ peer {ratio:.3f}', flush=True
+                    )
     with (run_dir / 'records.jsonl').open('w') as f:
         f.writelines(json.dumps(r) + '\n' for r in records)
     text = report(records, peers, scenarios, a)
