@@ -116,11 +116,9 @@ def record(pair: list[Server], sc: Scenario, figures: list[dict]) -> dict[str, A
     return rec
 
 
-def run_pair(
-    py: str, pair: list[Server], sc: Scenario, a: argparse.Namespace, logdir: Path, rounds: int
-) -> list[dict[str, Any]]:
-    """Starts both servers, warms them up, then measures ``rounds`` times: at once, or in turn with the order
-    alternating (``--in-turn``). One record per round."""
+def run_pair(py: str, pair: list[Server], sc: Scenario, a: argparse.Namespace, logdir: Path) -> list[dict[str, Any]]:
+    """Starts both servers, warms them up, then measures: once with both under load at once, or ``--rounds`` times in
+    turn with the order alternating (``--in-turn``). One record per round."""
     ports = [measure.free_port() for _ in pair]
     while ports[0] == ports[1]:
         ports[1] = measure.free_port()
@@ -136,7 +134,7 @@ def run_pair(
                 raise RuntimeError(err)
         load = load_in_turn if a.in_turn else load_together
         load(procs, ports, sc, WARMUP_S)
-        for rnd in range(rounds):
+        for rnd in range(a.rounds if a.in_turn else 1):
             order = [1, 0] if rnd % 2 else [0, 1]
             figures = load([procs[i] for i in order], [ports[i] for i in order], sc, a.duration)
             records.append(record([pair[i] for i in order], sc, figures))
@@ -221,7 +219,7 @@ def main() -> int:
                 if rnd % 2:
                     pair.reverse()
                 try:
-                    recs = run_pair(py, pair, sc, a, logdir, a.rounds if a.in_turn else 1)
+                    recs = run_pair(py, pair, sc, a, logdir)
                 except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                     print(f'round {rnd} {sc.name} {peer}: {e}', file=sys.stderr)
                     continue
